@@ -1,0 +1,28 @@
+"""MaxSim scoring shared by the reference, verification, evaluation and search."""
+
+from __future__ import annotations
+
+import torch
+
+
+def maxsim_scores(
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    documents_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Late-interaction scores: for each query token the best document token, summed over query tokens.
+
+    ``queries`` is (n_queries, query_tokens, dim), ``documents`` (n_documents, document_tokens, dim) and
+    ``documents_mask`` (n_documents, document_tokens), true where a document token counts. Returns
+    (n_queries, n_documents). Query tokens are all counted, as in the model card (queries attend to every
+    expansion token).
+
+    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> d = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])
+    >>> maxsim_scores(q, d)
+    tensor([[1.8000]])
+    """
+    similarity = torch.einsum("qld,bnd->qbln", queries, documents)
+    if documents_mask is not None:
+        similarity = similarity.masked_fill(~documents_mask.bool()[None, :, None, :], float("-inf"))
+    return similarity.max(dim=-1).values.sum(dim=-1)
