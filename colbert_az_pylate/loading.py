@@ -13,7 +13,7 @@ from colbert_az_pylate.conversion.checkpoint import (
     is_converted,
     resolve_source,
 )
-from colbert_az_pylate.conversion.convert import convert
+from colbert_az_pylate.conversion.converter import convert
 
 CACHE_ENV = "COLBERT_AZ_CACHE"
 

@@ -29,8 +29,8 @@ from colbert_az_pylate.conversion.checkpoint import (
 )
 from colbert_az_pylate.conversion.model_card import converted_model_card
 from colbert_az_pylate.conversion.probes import probe_texts
-from colbert_az_pylate.conversion.verify import ParityReport
-from colbert_az_pylate.conversion.verify import verify as verify_parity
+from colbert_az_pylate.conversion.verification import ParityReport
+from colbert_az_pylate.conversion.verification import verify as verify_parity
 from colbert_az_pylate.errors import CheckpointError, OutputExistsError, ParityError, TokenizerError
 from colbert_az_pylate.tokenization import (
     DOCUMENT_LENGTH,
