@@ -12,4 +12,12 @@ from colbert_az_pylate.reference import ReferenceColBERT
 
 __version__ = "0.1.0"
 
-__all__ = ["ColbertAzError", "ConversionReport", "ParityReport", "ReferenceColBERT", "convert", "load", "verify"]
+__all__ = [
+    "ColbertAzError",
+    "ConversionReport",
+    "ParityReport",
+    "ReferenceColBERT",
+    "convert",
+    "load",
+    "verify",
+]

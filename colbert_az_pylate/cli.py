@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (convert, verify):
         sub.add_argument("--probes", help="file with one probe text per line (default: built-in + AZ-MIRAGE)")
         sub.add_argument(
-            "--dataset", help="AZ-MIRAGE dataset.json for real probe texts (default: ../shared/data/az-mirage)"
+            "--dataset",
+            help="AZ-MIRAGE dataset.json for real probe texts (default: ../shared/data/az-mirage)",
         )
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser

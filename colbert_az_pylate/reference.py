@@ -74,7 +74,9 @@ class ReferenceColBERT(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Normalised token vectors, zeroed where the attention mask is 0 (the card's ``encode``)."""
         out = self.backbone(
-            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), return_dict=True
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            return_dict=True,
         )
         embeddings = F.normalize(self.projection(out.last_hidden_state), p=2, dim=-1)
         return embeddings * attention_mask.to(self.device).unsqueeze(-1).float()

@@ -112,9 +112,7 @@ class TokenMismatch:
 
     def __str__(self) -> str:
         kind = "query" if self.is_query else "document"
-        return (
-            f"{kind} {self.text[:60]!r}: token {self.position} is {self.actual!r}, reference has {self.expected!r}"
-        )
+        return f"{kind} {self.text[:60]!r}: token {self.position} is {self.actual!r}, reference has {self.expected!r}"
 
 
 def first_token_mismatch(
@@ -139,9 +137,7 @@ def first_token_mismatch(
     return TokenMismatch(text, is_query, position, spell(expected_ids), spell(actual_ids))
 
 
-def tokenization_mismatches(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]
-) -> list[TokenMismatch]:
+def tokenization_mismatches(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[TokenMismatch]:
     """Texts whose pylate ids differ from the reference ids, as queries and as documents.
 
     Parity is defined on the stripped text, as sentence-transformers strips every input.

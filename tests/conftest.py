@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_checkpoints import FAMILIES, build_checkpoint  # noqa: E402
+from tiny_checkpoints import FAMILIES, build_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 AZ_MIRAGE = ROOT.parent / "shared" / "data" / "az-mirage" / "dataset.json"
@@ -45,6 +45,5 @@ def converted(checkpoints, probes, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("converted")
     return {
-        family: (root / family, convert(source, root / family, probes=probes))
-        for family, source in checkpoints.items()
+        family: (root / family, convert(source, root / family, probes=probes)) for family, source in checkpoints.items()
     }

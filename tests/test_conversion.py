@@ -68,9 +68,7 @@ PYLATE_PROBE = textwrap.dedent(
 @pytest.mark.parametrize("family", ["gemma", "wordpiece"])
 def test_plain_pylate_loads_the_output_with_the_reference_settings(converted, family):
     folder, report = converted[family]
-    done = subprocess.run(
-        [sys.executable, "-c", PYLATE_PROBE, str(folder)], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", PYLATE_PROBE, str(folder)], capture_output=True, text=True, check=True)
     settings = json.loads(done.stdout.strip().splitlines()[-1])
     assert settings["query_length"] == 32 and settings["document_length"] == 256
     assert settings["attend_to_expansion_tokens"] is True and settings["do_query_expansion"] is True
@@ -94,10 +92,18 @@ def test_model_card_code_scores_the_same_on_the_output_as_on_the_original(checkp
 
 
 def test_output_keeps_the_colbert_az_layout_and_adds_the_pylate_files(converted):
-    folder, report = converted["gemma"]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "projection.pt", "modules.json",
-                 "sentence_bert_config.json", "config_sentence_transformers.json", "1_Dense/config.json",
-                 "README.md"):
+    folder, _ = converted["gemma"]
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "projection.pt",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "1_Dense/config.json",
+        "README.md",
+    ):
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
     assert config["query_prefix"] == "[Q]" and config["document_prefix"] == "[D]"
@@ -151,8 +157,6 @@ def test_force_writes_an_output_that_failed_verification(checkpoints, tmp_path, 
     import colbert_az_pylate.conversion.converter as conversion
 
     original_write = conversion.write_pylate_files
-    monkeypatch.setattr(
-        conversion, "write_pylate_files", lambda f, p, t: original_write(f, p.roll(1, dims=1), t)
-    )
+    monkeypatch.setattr(conversion, "write_pylate_files", lambda f, p, t: original_write(f, p.roll(1, dims=1), t))
     report = convert(checkpoints["wordpiece"], tmp_path / "out", probes=probes[:20], force=True)
     assert not report.parity.passed and (tmp_path / "out" / "modules.json").is_file()

@@ -76,7 +76,9 @@ def bytelevel_tokenizer() -> Tokenizer:
     tok.train_from_iterator(
         _corpus(),
         trainers.BpeTrainer(
-            vocab_size=500, special_tokens=ROBERTA_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=500,
+            special_tokens=ROBERTA_SPECIALS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
     tok.decoder = decoders.ByteLevel()
@@ -142,16 +144,29 @@ def build_checkpoint(
         vocab_size += 38
     if family == "wordpiece":
         config = BertConfig(
-            vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
         )
         backbone = BertModel(config, add_pooling_layer=False)
     else:
         config = ModernBertConfig(
-            vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=3, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=1024, global_attn_every_n_layers=3, local_attention=16,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id, cls_token_id=tokenizer.eos_token_id,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=1024,
+            global_attn_every_n_layers=3,
+            local_attention=16,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            cls_token_id=tokenizer.eos_token_id,
             sep_token_id=tokenizer.eos_token_id,
         )
         backbone = ModernBertModel(config)

@@ -17,7 +17,8 @@ def main(model_path: str, probes_path: str, output_path: str) -> None:
     import torch
     from pylate import models, scores
 
-    texts = json.loads(open(probes_path, encoding="utf-8").read())
+    with open(probes_path, encoding="utf-8") as handle:
+        texts = json.loads(handle.read())
     model = models.ColBERT(model_path, device="cpu")
     arrays: dict[str, np.ndarray] = {}
     query_vectors = []

@@ -71,7 +71,9 @@ class ParityReport:
                 f"on {self.worst_vector_text[:60]!r}"
             )
         if self.max_score_relative_error > self.score_tolerance:
-            return f"MaxSim scores differ by {self.max_score_relative_error:.2e} relative (> {self.score_tolerance:.0e})"
+            return (
+                f"MaxSim scores differ by {self.max_score_relative_error:.2e} relative (> {self.score_tolerance:.0e})"
+            )
         return ""
 
     def summary(self) -> str:

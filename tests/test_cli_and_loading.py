@@ -1,0 +1,78 @@
+"""The ``colbert-az`` command and ``load``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from colbert_az_pylate import load
+from colbert_az_pylate.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "colbert_az_pylate", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_help_lists_convert_and_verify():
+    done = _run("--help")
+    assert done.returncode == 0 and "convert" in done.stdout and "verify" in done.stdout
+
+
+def test_convert_prints_json_with_parity_figures(checkpoints, tmp_path, probes):
+    probe_file = tmp_path / "probes.txt"
+    probe_file.write_text("\n".join(text.replace("\n", " ") for text in probes[:20]), encoding="utf-8")
+    done = _run("convert", str(checkpoints["bytelevel"]), str(tmp_path / "out"), "--json", "--probes", str(probe_file))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["parity"]["passed"] is True and report["parity"]["max_vector_error"] <= 1e-5
+    assert any(fix.startswith("first word") for fix in report["fixes"])
+
+
+def test_verify_prints_a_human_summary(converted, tmp_path, capsys):
+    probe_file = tmp_path / "probes.txt"
+    probe_file.write_text("Bakı\nAzərbaycan mədəniyyəti\n", encoding="utf-8")
+    assert main(["verify", str(converted["wordpiece"][0]), "--probes", str(probe_file)]) == 0
+    assert "parity PASSED on 2 probe texts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["convert", "/no/such/folder", "/tmp/x"], "is not a folder"),
+        (["convert", "Owner/missing-model", "/tmp/x"], "pass the local folder instead"),
+        (["verify", "/tmp", "--probes", "/no/probes.txt"], "cannot read probe file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_error_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+
+
+def test_existing_output_exits_2(converted, checkpoints, capsys):
+    assert main(["convert", str(checkpoints["wordpiece"]), str(converted["wordpiece"][0])]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_load_converts_a_raw_checkpoint_once_into_the_cache(checkpoints, tmp_path, monkeypatch):
+    import colbert_az_pylate.loading as loading
+
+    calls = []
+    original = loading.convert
+    monkeypatch.setattr(loading, "convert", lambda *a, **k: calls.append(a) or original(*a, **k, probes=["Bakı"]))
+    first = load(checkpoints["metaspace"], device="cpu", cache_dir=tmp_path)
+    second = load(checkpoints["metaspace"], device="cpu", cache_dir=tmp_path)
+    assert len(calls) == 1
+    assert first.document_length == second.document_length == 256
+    assert first.skiplist == [] and first.attend_to_expansion_tokens
+
+
+def test_load_reads_a_converted_folder_directly(converted):
+    model = load(converted["gemma"][0], device="cpu")
+    vectors = model.encode(["Bakı"], is_query=True, show_progress_bar=False)
+    assert vectors[0].shape == (32, converted["gemma"][1].embedding_dim)
