@@ -1,11 +1,12 @@
 """Tiny checkpoints in the colbert-az layout, built by code (random weights, tokenizers trained here).
 
+Used by the tests, the examples and the parity table; real enough to exercise every tokenizer family.
+
 Each family reproduces a tokenizer pipeline a real checkpoint may have; none needs the network.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -152,7 +153,7 @@ def build_checkpoint(
             max_position_embeddings=512,
             pad_token_id=tokenizer.pad_token_id,
         )
-        backbone = BertModel(config, add_pooling_layer=False)
+        backbone = BertModel(config)
     else:
         config = ModernBertConfig(
             vocab_size=vocab_size,
@@ -174,7 +175,3 @@ def build_checkpoint(
     projection = torch.nn.Linear(hidden_size, embedding_dim, bias=False)
     torch.save(projection.state_dict(), folder / "projection.pt")
     return folder
-
-
-def tokenizer_class_of(folder: Path) -> str | None:
-    return json.loads((Path(folder) / "tokenizer_config.json").read_text()).get("tokenizer_class")

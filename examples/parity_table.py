@@ -1,0 +1,40 @@
+"""Convert a tiny checkpoint of every tokenizer family and print the parity table of the README.
+
+HF_HUB_OFFLINE=1 python examples/parity_table.py [--dataset ../shared/data/az-mirage/dataset.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from colbert_az_pylate import convert
+from colbert_az_pylate.conversion.probes import probe_texts
+from colbert_az_pylate.fixtures import FAMILIES, build_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/az-mirage/dataset.json"))
+    parser.add_argument("--real-texts", type=int, default=24)
+    args = parser.parse_args()
+    probes = probe_texts(args.dataset, real_limit=args.real_texts)
+    print(f"{len(probes)} probe texts, each as query and as document\n")
+    print("| family | fixes | ids | max vector error | max score error (rel.) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in FAMILIES:
+            source = build_checkpoint(Path(tmp) / family, family)
+            report = convert(source, Path(tmp) / f"{family}-pylate", probes=probes)
+            parity = report.parity
+            fixes = " + ".join(fix.split(":")[0].split(" as ids")[0] for fix in report.fixes) or "none"
+            ids = "identical" if not parity.token_mismatches else f"{len(parity.token_mismatches)} differ"
+            print(
+                f"| {family} | {fixes} | {ids} | {parity.max_vector_error:.1e} | "
+                f"{parity.max_score_relative_error:.1e} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
