@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,16 @@ def test_force_writes_an_output_that_failed_verification(checkpoints, tmp_path, 
     monkeypatch.setattr(conversion, "write_pylate_files", lambda f, p, t: original_write(f, p.roll(1, dims=1), t))
     report = convert(checkpoints["wordpiece"], tmp_path / "out", probes=probes[:20], force=True)
     assert not report.parity.passed and (tmp_path / "out" / "modules.json").is_file()
+
+
+def test_bfloat16_config_is_pinned_to_float32_so_pylate_computes_like_the_reference(checkpoints, tmp_path, probes):
+    import shutil
+
+    source = Path(shutil.copytree(checkpoints["metaspace"], tmp_path / "source"))
+    config = json.loads((source / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (source / "config.json").write_text(json.dumps(config))
+    report = convert(source, tmp_path / "out", probes=probes[:20])
+    assert report.parity.passed, report.parity.failure()
+    assert any("bfloat16 -> float32" in fix for fix in report.fixes)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "float32"

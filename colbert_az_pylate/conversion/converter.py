@@ -163,6 +163,22 @@ def _copy_checkpoint(source: Path, target: Path) -> None:
         shutil.copy2(item, target / item.name)
 
 
+def pin_float32(config_path: Path) -> list[str]:
+    """Make the backbone load in float32, as the model card's code computes (``AutoModel`` in transformers 4).
+
+    transformers 5 loads weights in the dtype named by ``config.json`` by default; a bfloat16 entry would make
+    pylate encode in bfloat16 while the reference runs in float32.
+    """
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    named = {key: config[key] for key in ("dtype", "torch_dtype") if config.get(key) not in (None, "float32")}
+    if not named:
+        return []
+    config.update(dict.fromkeys(named, "float32"))
+    _write_json(config_path, config)
+    changed = ", ".join(f"{key} {value}" for key, value in named.items())
+    return [f"config.json: {changed} -> float32 (the reference computes in float32)"]
+
+
 def _move_into_place(staged: Path, output: Path) -> None:
     if output.exists():
         retired = output.with_name(f".{output.name}.old-{staged.name[-8:]}")
@@ -226,6 +242,7 @@ def convert(
     try:
         step("writing the pylate files")
         _copy_checkpoint(folder, staged)
+        report.fixes += pin_float32(staged / "config.json")
         save_tokenizer(tokenizer, staged)
         write_pylate_files(staged, projection, tokenizer)
         original_card = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").is_file() else None
