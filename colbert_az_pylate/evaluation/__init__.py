@@ -1,5 +1,6 @@
 """Evaluation with the model card's metrics (P@k, R@k, NDCG@k, F1@k, MRR@10)."""
 
 from colbert_az_pylate.evaluation.metrics import evaluate_run, per_query_metrics
+from colbert_az_pylate.evaluation.triplets import evaluate_triplets
 
-__all__ = ["evaluate_run", "per_query_metrics"]
+__all__ = ["evaluate_run", "evaluate_triplets", "per_query_metrics"]

@@ -1,0 +1,46 @@
+"""Held-out triplet protocol: the positive ranked among its negatives, per source and macro-averaged."""
+
+from __future__ import annotations
+
+import pytest
+
+from colbert_az_pylate import load
+from colbert_az_pylate.evaluation import evaluate_triplets
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+    return load(converted["wordpiece"][0], device="cpu")
+
+
+def test_a_positive_identical_to_the_query_ranks_first_in_every_source(model):
+    rows = [
+        {"query": "bakı paytaxt", "positive": "bakı paytaxt", "negatives": ["xəzər dənizi", "nizami"], "source": s}
+        for s in ("books", "legislation")
+    ]
+    results = evaluate_triplets(model, rows, show_progress_bar=False)
+    assert set(results) == {"books", "legislation", "macro"}
+    assert results["macro"] == {"R@1": 1.0, "R@3": 1.0, "MRR@10": 1.0, "NDCG@10": 1.0}
+
+
+def test_macro_average_is_the_mean_of_the_sources(model):
+    rows = [
+        {"query": "bakı", "positive": "bakı", "negatives": ["nizami"], "source": "a"},
+        {"query": "bakı", "positive": "nizami şair", "negatives": ["bakı"] * 3, "source": "b"},
+    ]
+    results = evaluate_triplets(model, rows, show_progress_bar=False)
+    assert results["a"]["R@1"] == 1.0
+    assert results["macro"]["MRR@10"] == pytest.approx((results["a"]["MRR@10"] + results["b"]["MRR@10"]) / 2)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"query": "q", "negatives": ["n"]}, "no 'positive' column"),
+        ({"query": " ", "positive": "p", "negatives": ["n"]}, "empty query or positive"),
+        ({"query": "q", "positive": "p", "negatives": []}, "no negatives"),
+    ],
+)
+def test_bad_rows_are_refused_with_the_row_number(model, row, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate_triplets(model, [row], show_progress_bar=False)
