@@ -66,6 +66,59 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_PARITY_FAILED
 
 
+def _markdown_table(rows: list[dict]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{value:.4f}" if isinstance(value, float) else str(value) for value in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from colbert_az_pylate.evaluation import data, protocols
+    from colbert_az_pylate.evaluation.retrieval import write_trec_run
+    from colbert_az_pylate.loading import load
+
+    step = _progress(not args.json)
+    if args.protocol == "triplets":
+        rows = data.load_triplets(args.data)
+    elif args.protocol == "az-mirage":
+        if not args.pool:
+            raise ColbertAzError("the az-mirage protocol needs --pool doc_pool.json beside --data dataset.json")
+        dataset = data.load_az_mirage(args.data, args.pool)
+    else:
+        dataset = data.load_beir(args.data, args.split)
+    table, report = [], {}
+    for name in args.models:
+        step(f"evaluating {name} ({args.protocol})")
+        model = load(name, device=args.device)
+        if args.protocol == "triplets":
+            result = protocols.evaluate_triplet_rows(model, rows, show_progress_bar=not args.json)
+        else:
+            result = protocols.evaluate_retrieval(model, dataset, show_progress_bar=not args.json)
+            if args.run_dir:
+                Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+                tag = Path(name).name or name
+                write_trec_run(result.run, Path(args.run_dir) / f"{tag}.{args.protocol}.trec", tag)
+        for note in result.notes:
+            step(note)
+        report[name] = {
+            "metrics": result.metrics,
+            "evaluated": result.evaluated,
+            "skipped": result.skipped,
+            "notes": result.notes,
+        }
+        for group, metrics in result.metrics.items():
+            table.append(
+                {"model": name, "group": group, **metrics, "queries": result.evaluated, "skipped": result.skipped}
+            )
+    print(json.dumps(report, indent=2) if args.json else _markdown_table(table))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colbert-az",
@@ -95,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("model", help="converted folder")
     verify.add_argument("--reference", help="colbert-az folder the reference runs on (default: MODEL itself)")
     verify.set_defaults(handler=cmd_verify)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="evaluate models with the model card's metrics (triplets, az-mirage, beir)",
+        description="Evaluate one or more models side by side; exact MaxSim over the whole pool or corpus.",
+    )
+    evaluate.add_argument("models", nargs="+", metavar="MODEL", help="converted folders or raw colbert-az layouts")
+    evaluate.add_argument("--protocol", required=True, choices=["triplets", "az-mirage", "beir"])
+    evaluate.add_argument("--data", required=True, help="triplets JSONL, AZ-MIRAGE dataset.json, or BEIR folder")
+    evaluate.add_argument("--pool", help="AZ-MIRAGE doc_pool.json")
+    evaluate.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
+    evaluate.add_argument("--run-dir", default="colbert-az-runs", help="where TREC run files are saved ('' for none)")
+    evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     for sub in (convert, verify):
         sub.add_argument("--probes", help="file with one probe text per line (default: built-in + AZ-MIRAGE)")

@@ -1,0 +1,154 @@
+"""Evaluation protocols on small generated data in each format, and a smoke run on real AZ-MIRAGE questions."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from colbert_az_pylate import load
+from colbert_az_pylate.cli import main
+from colbert_az_pylate.evaluation.data import load_az_mirage, load_beir
+from colbert_az_pylate.evaluation.metrics import evaluate_run
+from colbert_az_pylate.evaluation.protocols import RETRIEVAL_METRICS, evaluate_retrieval
+from colbert_az_pylate.evaluation.retrieval import exact_run
+
+PASSAGES = {
+    "d1": "bakı azərbaycanın paytaxtıdır",
+    "d2": "nizami gəncəvi böyük şairdir",
+    "d3": "xəzər dənizi dünyanın ən böyük gölüdür",
+    "d4": "şəki xan sarayı gözəldir",
+}
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+    return load(converted["wordpiece"][0], device="cpu")
+
+
+def _write_beir(folder, qrels_lines):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as handle:
+        for doc, text in PASSAGES.items():
+            handle.write(json.dumps({"_id": doc, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for query, text in (("q1", "bakı azərbaycanın paytaxtıdır"), ("q2", "nizami şair"), ("q3", "göl")):
+            handle.write(json.dumps({"_id": query, "text": text}, ensure_ascii=False) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels_lines) + "\n")
+    return folder
+
+
+def test_exact_run_agrees_with_scoring_every_pair(model):
+    run = exact_run(model, {"q": "bakı paytaxt"}, PASSAGES, k=4, show_progress_bar=False)
+    reranked = {doc: float(score) for doc, score in run["q"].items()}
+    assert set(reranked) == set(PASSAGES)
+    assert list(run["q"]) == sorted(reranked, key=reranked.get, reverse=True)
+
+
+def test_beir_protocol_reports_metrics_counts_and_left_out_lines(model, tmp_path):
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\t1", "q2\td2\t1", "q3\tmissing\t1", "q3\td3\t0"])
+    data = load_beir(folder)
+    assert any("missing from the corpus" in note for note in data.notes)
+    result = evaluate_retrieval(model, data, show_progress_bar=False)
+    assert result.evaluated == 2 and result.skipped == 1
+    assert set(result.metrics["all"]) == set(RETRIEVAL_METRICS)
+    assert result.metrics["all"]["P@1"] >= 0.5  # q1 is the passage itself
+    assert result.metrics["all"] == {
+        name: value
+        for name, value in evaluate_run(result.run, data.qrels, (1, 5, 10)).items()
+        if name in RETRIEVAL_METRICS
+    }
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [(["q1\td1"], "line 2 must be"), (["q1\td1\tx"], "line 2 must be")],
+)
+def test_malformed_qrels_name_the_line(tmp_path, lines, message):
+    with pytest.raises(ValueError, match=message):
+        load_beir(_write_beir(tmp_path / "beir", lines))
+
+
+def test_duplicate_corpus_ids_are_refused(tmp_path):
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\t1"])
+    with open(folder / "corpus.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"_id": "d1", "text": "again"}) + "\n")
+    with pytest.raises(ValueError, match=r"duplicate id 'd1' at corpus\.jsonl line 5"):
+        load_beir(folder)
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\t1"])
+    with open(folder / "queries.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("{broken\n")
+    with pytest.raises(ValueError, match=r"queries\.jsonl line 4 is not valid JSON"):
+        load_beir(folder)
+
+
+def _generated_pool(az_mirage, tmp_path, n_queries=12):
+    entries = json.loads(az_mirage.read_text(encoding="utf-8"))[:n_queries]
+    rng = random.Random(0)
+    pool = [{"doc_chunk": e["answer"][0], "mapped_id": e["query_id"], "support": 1} for e in entries]
+    pool += [{"doc_chunk": e["doc_name"], "mapped_id": e["query_id"], "support": 0} for e in entries]
+    rng.shuffle(pool)
+    dataset_path, pool_path = tmp_path / "dataset.json", tmp_path / "doc_pool.json"
+    dataset_path.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    pool_path.write_text(json.dumps(pool, ensure_ascii=False), encoding="utf-8")
+    return dataset_path, pool_path
+
+
+def test_az_mirage_relevance_is_mapped_id_with_support_1(az_mirage, tmp_path):
+    if az_mirage is None:
+        pytest.skip("../shared/data/az-mirage/dataset.json is not beside the checkout")
+    data = load_az_mirage(*_generated_pool(az_mirage, tmp_path))
+    assert len(data.queries) == 12 and len(data.corpus) == 24
+    assert all(len(judged) == 1 for judged in data.qrels.values())
+
+
+def test_cli_evaluates_two_models_side_by_side_on_real_az_mirage_questions(az_mirage, converted, tmp_path, capsys):
+    if az_mirage is None:
+        pytest.skip("../shared/data/az-mirage/dataset.json is not beside the checkout")
+    dataset, pool = _generated_pool(az_mirage, tmp_path)
+    models = [str(converted["wordpiece"][0]), str(converted["metaspace"][0])]
+    code = main(
+        [
+            "evaluate",
+            "--protocol",
+            "az-mirage",
+            "--data",
+            str(dataset),
+            "--pool",
+            str(pool),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--json",
+            *models,
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == set(models)
+    assert all(
+        entry["evaluated"] == 12 and set(entry["metrics"]["all"]) == set(RETRIEVAL_METRICS) for entry in report.values()
+    )
+    trec = sorted((tmp_path / "runs").iterdir())
+    assert len(trec) == 2 and trec[0].read_text().split("\n")[0].split()[1] == "Q0"
+
+
+def test_cli_triplets_protocol_prints_a_markdown_table(converted, tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        json.dumps({"query": "bakı", "positive": "bakı paytaxt", "negatives": ["nizami"], "source": "books"}) + "\n",
+        encoding="utf-8",
+    )
+    assert main(["evaluate", "--protocol", "triplets", "--data", str(rows), str(converted["wordpiece"][0])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| model | group | R@1 | R@3 | MRR@10 | NDCG@10 | queries | skipped |"
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["books", "macro"]
+
+
+def test_cli_az_mirage_without_pool_exits_2(tmp_path, capsys):
+    assert main(["evaluate", "--protocol", "az-mirage", "--data", str(tmp_path / "x.json"), "m"]) == 2
+    assert "needs --pool" in capsys.readouterr().err
