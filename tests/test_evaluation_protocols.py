@@ -152,3 +152,14 @@ def test_cli_triplets_protocol_prints_a_markdown_table(converted, tmp_path, caps
 def test_cli_az_mirage_without_pool_exits_2(tmp_path, capsys):
     assert main(["evaluate", "--protocol", "az-mirage", "--data", str(tmp_path / "x.json"), "m"]) == 2
     assert "needs --pool" in capsys.readouterr().err
+
+
+def test_cli_beir_protocol_prints_a_markdown_row_per_model(converted, tmp_path, capsys):
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\t1", "q2\td2\t1"])
+    code = main(
+        ["evaluate", "--protocol", "beir", "--data", str(folder), "--run-dir", "", str(converted["wordpiece"][0])]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| model | group | P@1 | R@5 | R@10 | NDCG@5 | NDCG@10 | MRR@10 | F1@10 |")
+    assert len(lines) == 3 and lines[2].endswith("| 2 | 0 |")
