@@ -2,7 +2,7 @@
 
 >>> import colbert_az_pylate
 >>> sorted(colbert_az_pylate.__all__)[:3]
-['ConversionReport', 'ParityReport', 'ReferenceColBERT']
+['ColbertAzError', 'ConversionReport', 'ParityReport']
 """
 
 from colbert_az_pylate.conversion import ConversionReport, ParityReport, convert, verify

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE, load_projection
-from colbert_az_pylate.scores import maxsim_scores
+from colbert_az_pylate.scores import maxsim_scores, pad_documents
 from colbert_az_pylate.tokenization import (
     DOCUMENT_LENGTH,
     QUERY_LENGTH,
@@ -109,6 +109,4 @@ class ReferenceColBERT(nn.Module):
         """MaxSim scores (n_queries, n_documents), as the card's ``maxsim_score`` for every pair."""
         query_vectors, _ = self.encode_queries(queries)
         docs = [vectors for vectors, _ in self.encode_documents(documents)]
-        padded = nn.utils.rnn.pad_sequence(docs, batch_first=True)
-        mask = nn.utils.rnn.pad_sequence([torch.ones(len(d), dtype=torch.bool) for d in docs], batch_first=True)
-        return maxsim_scores(query_vectors, padded, mask)
+        return maxsim_scores(query_vectors, *pad_documents(docs))

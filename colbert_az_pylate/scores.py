@@ -26,3 +26,16 @@ def maxsim_scores(
     if documents_mask is not None:
         similarity = similarity.masked_fill(~documents_mask.bool()[None, :, None, :], float("-inf"))
     return similarity.max(dim=-1).values.sum(dim=-1)
+
+
+def pad_documents(documents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack variable-length token vectors into (n, max_tokens, dim) plus the mask of real tokens.
+
+    >>> padded, mask = pad_documents([torch.ones(2, 4), torch.ones(3, 4)])
+    >>> padded.shape, mask.sum().item()
+    (torch.Size([2, 3, 4]), 5)
+    """
+    padded = torch.nn.utils.rnn.pad_sequence(documents, batch_first=True)
+    lengths = torch.tensor([len(d) for d in documents])
+    mask = torch.arange(padded.size(1))[None, :] < lengths[:, None]
+    return padded, mask

@@ -8,13 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from colbert_az_pylate.scores import maxsim_scores
-
-
-def _pad(vectors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    padded = torch.nn.utils.rnn.pad_sequence(vectors, batch_first=True)
-    mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(v), dtype=torch.bool) for v in vectors], batch_first=True)
-    return padded, mask
+from colbert_az_pylate.scores import maxsim_scores, pad_documents
 
 
 def exact_run(
@@ -47,8 +41,9 @@ def exact_run(
     )
     scores = torch.empty(len(query_ids), len(doc_ids))
     for start in tqdm(range(0, len(doc_ids), chunk_size), desc="Scoring", disable=not show_progress_bar):
-        padded, mask = _pad(doc_vectors[start : start + chunk_size])
-        scores[:, start : start + chunk_size] = maxsim_scores(query_vectors, padded, mask)
+        scores[:, start : start + chunk_size] = maxsim_scores(
+            query_vectors, *pad_documents(doc_vectors[start : start + chunk_size])
+        )
     top = scores.topk(min(k, len(doc_ids)), dim=1)
     return {
         query: {doc_ids[j]: float(s) for s, j in zip(values.tolist(), indices.tolist(), strict=True)}

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from colbert_az_pylate.evaluation.metrics import evaluate_run
-from colbert_az_pylate.scores import maxsim_scores
+from colbert_az_pylate.scores import maxsim_scores, pad_documents
 
 TRIPLET_METRICS = ("R@1", "R@3", "MRR@10", "NDCG@10")
 
@@ -37,11 +37,7 @@ def triplet_run(model, rows: Sequence[Mapping], batch_size: int = 32, show_progr
         query = torch.as_tensor(model.encode([row["query"]], is_query=True, show_progress_bar=False)[0])
         encoded = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=False)
         vectors = [torch.as_tensor(d) for d in encoded]
-        padded = torch.nn.utils.rnn.pad_sequence(vectors, batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence(
-            [torch.ones(len(v), dtype=torch.bool) for v in vectors], batch_first=True
-        )
-        scores = maxsim_scores(query[None], padded, mask)[0].tolist()
+        scores = maxsim_scores(query[None], *pad_documents(vectors))[0].tolist()
         ids = ["pos", *(f"neg{j}" for j in range(len(row["negatives"])))]
         run[str(index)] = dict(zip(ids, scores, strict=True))
         qrels[str(index)] = {"pos": 1}
