@@ -13,6 +13,7 @@ MODULES = [
     "colbert_az_pylate.tokenization",
     "colbert_az_pylate.evaluation.metrics",
     "colbert_az_pylate.conversion.checkpoint",
+    "colbert_az_pylate.training.data",
 ]
 
 
