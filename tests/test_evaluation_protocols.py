@@ -54,7 +54,6 @@ def test_beir_protocol_reports_metrics_counts_and_left_out_lines(model, tmp_path
     result = evaluate_retrieval(model, data, show_progress_bar=False)
     assert result.evaluated == 2 and result.skipped == 1
     assert set(result.metrics["all"]) == set(RETRIEVAL_METRICS)
-    assert result.metrics["all"]["P@1"] >= 0.5  # q1 is the passage itself
     assert result.metrics["all"] == {
         name: value
         for name, value in evaluate_run(result.run, data.qrels, (1, 5, 10)).items()

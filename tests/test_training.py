@@ -1,0 +1,57 @@
+"""Training on pylate's trainer: tokenizes like inference, checkpoints are converted folders that verify."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pylate.utils import ColBERTCollator
+
+from colbert_az_pylate import load, verify
+from colbert_az_pylate.fixtures import CORPUS
+from colbert_az_pylate.tokenization import reference_document_inputs, reference_query_inputs
+from colbert_az_pylate.training.trainer import Recipe, train
+
+ROWS = [
+    {
+        "query": CORPUS[i].split(",")[0][:30].strip(),
+        "documents": [CORPUS[i], CORPUS[(i + 1) % len(CORPUS)], CORPUS[(i + 2) % len(CORPUS)]],
+        "scores": [5.0, 1.0, 0.5],
+    }
+    for i in range(len(CORPUS))
+]
+
+
+def test_training_batches_are_tokenized_exactly_like_the_reference(converted):
+    model = load(converted["gemma"][0], device="cpu")
+    batch = ColBERTCollator(model.tokenize)(ROWS[:2])
+    tokenizer = model.tokenizer
+    queries = reference_query_inputs(tokenizer, [row["query"] for row in ROWS[:2]])["input_ids"]
+    assert torch.equal(batch["query_input_ids"], queries)
+    documents = reference_document_inputs(tokenizer, ROWS[0]["documents"][:1])
+    length = int(documents["attention_mask"].sum())
+    assert batch["documents_input_ids"][0, :length].tolist() == documents["input_ids"][0, :length].tolist()
+    assert int(batch["documents_attention_mask"][0].sum()) == length
+
+
+def test_a_short_run_saves_checkpoints_that_plain_pylate_and_the_reference_agree_on(converted, tmp_path):
+    model = load(converted["wordpiece"][0], device="cpu")
+    before = model[1].linear.weight.detach().clone()
+    recipe = Recipe(per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, bf16=False)
+    eval_rows = [
+        {"query": r["query"], "positive": r["documents"][0], "negatives": r["documents"][1:]} for r in ROWS[:4]
+    ]
+    train(model, ROWS, tmp_path / "out", eval_rows=eval_rows, recipe=recipe, max_steps=3, save_steps=2,
+          eval_steps=2, logging_steps=1, use_cpu=True)  # fmt: skip
+    assert not torch.equal(before, model[1].linear.weight.detach())
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert (checkpoint / "projection.pt").is_file()
+    for folder in (checkpoint, tmp_path / "out"):
+        report = verify(folder, probes=["Bakı Azərbaycanın paytaxtıdır.", "sual"])
+        assert report.passed, report.failure()
+
+
+def test_rows_with_different_group_sizes_are_refused(converted, tmp_path):
+    model = load(converted["wordpiece"][0], device="cpu")
+    rows = [ROWS[0], {**ROWS[1], "documents": ROWS[1]["documents"][:2], "scores": [1.0, 0.0]}]
+    with pytest.raises(ValueError, match="same number of documents"):
+        train(model, rows, tmp_path / "out")
