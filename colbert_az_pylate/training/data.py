@@ -24,6 +24,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+CARD_NEGATIVES = 8  # K, hard negatives per query
+CARD_FALSE_NEGATIVE_RATIO = 0.9  # drop a negative scored above 0.9 × the positive
+
 
 @dataclass(frozen=True)
 class SourceSchema:
@@ -117,8 +120,8 @@ def _text(table: Mapping[str, str], key) -> str | None:
 
 def build_training_rows(
     source: TrainingSource,
-    negatives: int = 8,
-    false_negative_ratio: float = 0.9,
+    negatives: int = CARD_NEGATIVES,
+    false_negative_ratio: float = CARD_FALSE_NEGATIVE_RATIO,
     short_rows: Literal["resample", "drop"] = "resample",
     seed: int = 0,
 ) -> Iterator[dict]:

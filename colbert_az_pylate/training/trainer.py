@@ -15,13 +15,17 @@ from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE
 from colbert_az_pylate.conversion.converter import save_tokenizer
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
 from colbert_az_pylate.losses import DistillationInfoNCE
+from colbert_az_pylate.training.data import CARD_FALSE_NEGATIVE_RATIO, CARD_NEGATIVES
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Recipe:
-    """The model card's training recipe; every field can be overridden."""
+    """The model card's training recipe; every field can be overridden.
+
+    ``negatives`` and ``false_negative_ratio`` are the data settings to pass to ``build_training_rows``.
+    """
 
     learning_rate: float = 1e-6
     weight_decay: float = 0.01
@@ -34,8 +38,8 @@ class Recipe:
     alpha: float = 0.7
     temperature: float = 0.05
     teacher_temperature: float = 1.0
-    negatives: int = 8
-    false_negative_ratio: float = 0.9
+    negatives: int = CARD_NEGATIVES
+    false_negative_ratio: float = CARD_FALSE_NEGATIVE_RATIO
     seed: int = 42
 
 
