@@ -67,7 +67,7 @@ def evaluate_run(run: Run, qrels: Qrels, k_values: Iterable[int] = DEFAULT_K_VAL
         raise ValueError(f"k_values must be positive integers, got {k_values}")
     if not run:
         raise ValueError("the run is empty: it has no query with retrieved documents")
-    evaluable = {query: judged for query, judged in qrels.items() if any(grade > 0 for grade in judged.values())}
+    evaluable = evaluable_qrels(qrels)
     if not evaluable:
         raise ValueError("no query in qrels has a relevant document (relevance > 0); nothing to evaluate")
     depth = max(max(k_values), MRR_DEPTH)
@@ -79,6 +79,15 @@ def evaluate_run(run: Run, qrels: Qrels, k_values: Iterable[int] = DEFAULT_K_VAL
     return {name: value / len(evaluable) for name, value in totals.items()}
 
 
+def _has_relevant(judged: Mapping[str, int]) -> bool:
+    return any(grade > 0 for grade in judged.values())
+
+
+def evaluable_qrels(qrels: Qrels) -> dict[str, Mapping[str, int]]:
+    """The queries of ``qrels`` with at least one relevant document: the ones metrics average over."""
+    return {query: judged for query, judged in qrels.items() if _has_relevant(judged)}
+
+
 def skipped_queries(qrels: Qrels) -> list[str]:
     """Query ids in ``qrels`` without any relevant document: reported, never averaged in."""
-    return [query for query, judged in qrels.items() if not any(grade > 0 for grade in judged.values())]
+    return [query for query, judged in qrels.items() if not _has_relevant(judged)]

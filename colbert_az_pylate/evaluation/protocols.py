@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from colbert_az_pylate.evaluation.data import EvaluationData
-from colbert_az_pylate.evaluation.metrics import evaluate_run, skipped_queries
+from colbert_az_pylate.evaluation.metrics import evaluable_qrels, evaluate_run, skipped_queries
 from colbert_az_pylate.evaluation.retrieval import exact_run
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
 
 RETRIEVAL_METRICS = ("P@1", "R@5", "R@10", "NDCG@5", "NDCG@10", "MRR@10", "F1@10")
-PROTOCOLS = ("triplets", "az-mirage", "beir")
 
 
 @dataclass
@@ -34,7 +33,7 @@ def evaluate_retrieval(
 ) -> ProtocolResult:
     """Exact MaxSim retrieval of every evaluable query over the whole corpus, scored at the top ``k``."""
     skipped = skipped_queries(data.qrels)
-    qrels = {q: judged for q, judged in data.qrels.items() if q not in set(skipped)}
+    qrels = evaluable_qrels(data.qrels)
     if not qrels:
         raise ValueError("no query has a relevant document in the corpus; nothing to evaluate")
     queries = {q: data.queries[q] for q in qrels}

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from colbert_az_pylate.evaluation.metrics import ranked_documents
 from colbert_az_pylate.scores import maxsim_scores, pad_documents
 
 
@@ -56,6 +57,5 @@ def write_trec_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag
     tag = tag.replace(" ", "_") or "run"
     with open(path, "w", encoding="utf-8") as handle:
         for query, scores in run.items():
-            ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-            for rank, (doc, score) in enumerate(ranked, start=1):
-                handle.write(f"{query} Q0 {doc} {rank} {score:.6f} {tag}\n")
+            for rank, doc in enumerate(ranked_documents(scores, len(scores)), start=1):
+                handle.write(f"{query} Q0 {doc} {rank} {scores[doc]:.6f} {tag}\n")
