@@ -32,3 +32,11 @@ class OutputExistsError(ColbertAzError):
 
 class ParityError(ColbertAzError):
     """pylate does not reproduce the reference on at least one probe text."""
+
+
+class IndexFormatError(ColbertAzError):
+    """An index folder is corrupted, truncated, or written by a newer format or another model."""
+
+
+class IndexLockedError(ColbertAzError):
+    """Another process is writing to the same index folder."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -39,3 +40,19 @@ def pad_documents(documents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
     lengths = torch.tensor([len(d) for d in documents])
     mask = torch.arange(padded.size(1))[None, :] < lengths[:, None]
     return padded, mask
+
+
+def packed_maxsim_scores(query: np.ndarray, vectors: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """MaxSim of one query against documents packed end to end in ``vectors`` (numpy, no padding).
+
+    ``query`` is (query_tokens, dim); ``vectors`` (total_tokens, dim) holds the documents one after the other,
+    document ``i`` starting at row ``starts[i]`` (increasing, every document non-empty). Returns one score per
+    document; equal to :func:`maxsim_scores` on the padded form.
+
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> docs = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    >>> [round(float(s), 4) for s in packed_maxsim_scores(q, docs, np.array([0, 2]))]
+    [1.8, 1.0]
+    """
+    similarity = query.astype(np.float32, copy=False) @ vectors.astype(np.float32, copy=False).T
+    return np.maximum.reduceat(similarity, starts, axis=1).sum(axis=0)
