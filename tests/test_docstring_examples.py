@@ -14,6 +14,8 @@ MODULES = [
     "colbert_az_pylate.evaluation.metrics",
     "colbert_az_pylate.conversion.checkpoint",
     "colbert_az_pylate.training.data",
+    "colbert_az_pylate.training.sources",
+    "colbert_az_pylate.training.dataset",
 ]
 
 

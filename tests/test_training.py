@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pylate.utils import ColBERTCollator
@@ -55,3 +57,34 @@ def test_rows_with_different_group_sizes_are_refused(converted, tmp_path):
     rows = [ROWS[0], {**ROWS[1], "documents": ROWS[1]["documents"][:2], "scores": [1.0, 0.0]}]
     with pytest.raises(ValueError, match="same number of documents"):
         train(model, rows, tmp_path / "out")
+
+
+def test_training_runs_on_the_lazy_id_dataset_with_held_out_triplets(converted, tmp_path):
+    from test_training_sources import BOOKS, write_books_folder
+
+    from colbert_az_pylate.training.dataset import prepare_training_data
+    from colbert_az_pylate.training.sources import load_source
+
+    source = load_source(write_books_folder(tmp_path / "books", queries=12, passages=30), BOOKS, name="books")
+    data = prepare_training_data([(source, 1.0)], total=100, heldout_per_source=4, negatives=3)
+    model = load(converted["wordpiece"][0], device="cpu")
+    before = model[1].linear.weight.detach().clone()
+    recipe = Recipe(per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, bf16=False)
+    train(model, data.train, tmp_path / "out", eval_rows=data.heldout, recipe=recipe, max_steps=2, eval_steps=2,
+          save_strategy="no", use_cpu=True)  # fmt: skip
+    assert not torch.equal(before, model[1].linear.weight.detach())
+
+
+def test_resuming_from_a_checkpoint_finishes_where_the_uninterrupted_run_ends(converted, tmp_path):
+    recipe = Recipe(per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, bf16=False)
+    settings = {"recipe": recipe, "max_steps": 4, "save_steps": 2, "use_cpu": True}
+    straight = train(load(converted["wordpiece"][0], device="cpu"), ROWS, tmp_path / "straight", **settings)
+    checkpoint = tmp_path / "straight" / "checkpoint-2"
+    resumed = train(load(converted["wordpiece"][0], device="cpu"), ROWS, tmp_path / "resumed",
+                    resume_from_checkpoint=str(checkpoint), **settings)  # fmt: skip
+    state = json.loads((tmp_path / "resumed" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert not (tmp_path / "resumed" / "checkpoint-2").exists()  # steps 1-2 were not trained again
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert verify(tmp_path / "resumed", probes=["Bakı"]).passed

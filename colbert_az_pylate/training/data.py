@@ -44,6 +44,9 @@ class SourceSchema:
     positive_score: str
     negative_id: str
     negative_score: str
+    corpus_config: str = "corpus"
+    queries_config: str | None = "queries"  # None: the query text is a column of the pairs table
+    pairs_config: str = "hard_negatives"
 
     def negative_columns(self, columns: Iterable[str]) -> list[tuple[str, str]]:
         """(id column, score column) pairs of the negatives present, in numeric order."""
@@ -60,7 +63,15 @@ class SourceSchema:
 PRESETS: dict[str, SourceSchema] = {
     # configs: corpus (pid, passage), queries (qid, query), triplets (qid, pos_pid, …, neg_{k}_pid, …_reranker)
     "LocalDoc/msmarco-az-reranked": SourceSchema(
-        "pid", "passage", "qid", "query", "pos_pid", "pos_score_reranker", "neg_{k}_pid", "neg_{k}_score_reranker"
+        "pid",
+        "passage",
+        "qid",
+        "query",
+        "pos_pid",
+        "pos_score_reranker",
+        "neg_{k}_pid",
+        "neg_{k}_score_reranker",
+        pairs_config="triplets",
     ),
     # configs: corpus (passage_id, content), queries (query_id, passage_id, query, query_type), hard_negatives
     "LocalDoc/azerbaijani_books_retriever_corpus-reranked": SourceSchema(
@@ -69,7 +80,15 @@ PRESETS: dict[str, SourceSchema] = {
     # configs: corpus (chunk_id, law_id, law_title, passage), hard_negatives (query_id, chunk_id, pos_score, …);
     # the query text column is assumed to be `query` beside query_id
     "LocalDoc/azerbaijan_legislation_queries_passages": SourceSchema(
-        "chunk_id", "passage", "query_id", "query", "chunk_id", "pos_score", "neg_{k}_id", "neg_{k}_score"
+        "chunk_id",
+        "passage",
+        "query_id",
+        "query",
+        "chunk_id",
+        "pos_score",
+        "neg_{k}_id",
+        "neg_{k}_score",
+        queries_config=None,
     ),
 }
 
@@ -118,14 +137,23 @@ def _text(table: Mapping[str, str], key) -> str | None:
     return text if text and text.strip() else None
 
 
-def build_training_rows(
+def build_id_rows(
     source: TrainingSource,
     negatives: int = CARD_NEGATIVES,
     false_negative_ratio: float = CARD_FALSE_NEGATIVE_RATIO,
     short_rows: Literal["resample", "drop"] = "resample",
     seed: int = 0,
 ) -> Iterator[dict]:
-    """Rows ``{"query", "documents", "scores", "source"}`` of ``source`` with K = ``negatives``, lazily."""
+    """Rows ``{"query_id", "document_ids", "scores", "source"}`` of ``source`` with K = ``negatives``, lazily.
+
+    Texts are looked up only to check that they exist and are not empty; rows hold ids (see :func:`resolve_texts`).
+
+    >>> schema = PRESETS["LocalDoc/azerbaijani_books_retriever_corpus-reranked"]
+    >>> pairs = [{"query_id": "q", "passage_id": "p", "pos_score": 5.0, "neg_1_id": "n", "neg_1_score": 1.0}]
+    >>> source = TrainingSource("books", pairs, {"q": "sual"}, {"p": "cavab", "n": "başqa"}, schema)
+    >>> next(build_id_rows(source, negatives=1))
+    {'query_id': 'q', 'document_ids': ['p', 'n'], 'scores': [5.0, 1.0], 'source': 'books'}
+    """
     if negatives < 1:
         raise ValueError(f"negatives must be at least 1, got {negatives}")
     if short_rows not in ("resample", "drop"):
@@ -144,8 +172,8 @@ def build_training_rows(
         if positive_score is None:
             stats.rows_dropped_no_positive_score += 1
             continue
-        query, positive = _text(source.queries, pair[schema.query_id]), _text(source.corpus, pair[schema.positive_id])
-        if query is None or positive is None:
+        query_id, positive_id = str(pair[schema.query_id]), str(pair[schema.positive_id])
+        if _text(source.queries, query_id) is None or _text(source.corpus, positive_id) is None:
             stats.rows_dropped_no_text += 1
             continue
         candidates = []
@@ -153,15 +181,14 @@ def build_training_rows(
             if pair.get(id_column) is None:
                 continue
             score = _score(pair.get(score_column))
-            text = _text(source.corpus, pair[id_column])
             if score is None:
                 stats.negatives_without_score += 1
-            elif text is None:
+            elif _text(source.corpus, pair[id_column]) is None:
                 stats.negatives_without_text += 1
             elif score > false_negative_ratio * positive_score:
                 stats.false_negatives_removed += 1
             else:
-                candidates.append((text, score))
+                candidates.append((str(pair[id_column]), score))
         if not candidates or (len(candidates) < negatives and short_rows == "drop"):
             stats.rows_dropped_short += 1
             continue
@@ -172,11 +199,34 @@ def build_training_rows(
             chosen = candidates + rng.choices(candidates, k=negatives - len(candidates))
         stats.rows_out += 1
         yield {
-            "query": query,
-            "documents": [positive, *(text for text, _ in chosen)],
+            "query_id": query_id,
+            "document_ids": [positive_id, *(doc for doc, _ in chosen)],
             "scores": [positive_score, *(score for _, score in chosen)],
             "source": source.name,
         }
+
+
+def resolve_texts(row: Mapping, source: TrainingSource) -> dict:
+    """The ``{"query", "documents", "scores", "source"}`` row of an id row of ``source``."""
+    return {
+        "query": source.queries[row["query_id"]],
+        "documents": [source.corpus[doc] for doc in row["document_ids"]],
+        "scores": list(row["scores"]),
+        "source": row["source"],
+    }
+
+
+def build_training_rows(source: TrainingSource, **options) -> Iterator[dict]:
+    """Rows ``{"query", "documents", "scores", "source"}`` of ``source``, lazily; ``options`` as :func:`build_id_rows`.
+
+    >>> schema = PRESETS["LocalDoc/azerbaijani_books_retriever_corpus-reranked"]
+    >>> pairs = [{"query_id": "q", "passage_id": "p", "pos_score": 5.0, "neg_1_id": "n", "neg_1_score": 1.0}]
+    >>> source = TrainingSource("books", pairs, {"q": "sual"}, {"p": "cavab", "n": "başqa"}, schema)
+    >>> next(build_training_rows(source, negatives=1))["documents"]
+    ['cavab', 'başqa']
+    """
+    for row in build_id_rows(source, **options):
+        yield resolve_texts(row, source)
 
 
 def mix_sources(

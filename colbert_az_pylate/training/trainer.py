@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.evaluation import SentenceEvaluator
 
@@ -93,9 +94,25 @@ def training_arguments(output_dir: str | Path, recipe: Recipe, **overrides) -> S
     return SentenceTransformerTrainingArguments(**values)
 
 
+def _rows_dataset(train_rows: Sequence[Mapping]) -> Dataset:
+    if not train_rows:
+        raise ValueError("no training rows; build them with colbert_az_pylate.training.build_training_rows")
+    sizes = {len(row["documents"]) for row in train_rows} | {len(row["scores"]) for row in train_rows}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"every row needs the same number of documents and scores (1 + K), found sizes {sorted(sizes)}"
+        )
+    return Dataset.from_list(
+        [
+            {"query": row["query"], "documents": list(row["documents"]), "scores": list(row["scores"])}
+            for row in train_rows
+        ]
+    )
+
+
 def train(
     model,
-    train_rows: Sequence[Mapping],
+    train_rows: Sequence[Mapping] | Dataset,
     output_dir: str | Path,
     *,
     eval_rows: Sequence[Mapping] | None = None,
@@ -105,7 +122,8 @@ def train(
 ):
     """Fine-tune a pylate ColBERT (from :func:`colbert_az_pylate.load`) with the card's recipe; returns it.
 
-    ``train_rows`` are ``{"query", "documents", "scores"}`` rows (see :mod:`colbert_az_pylate.training.data`);
+    ``train_rows`` are ``{"query", "documents", "scores"}`` rows (see :mod:`colbert_az_pylate.training.data`), or
+    the ``datasets.Dataset`` of :func:`~colbert_az_pylate.training.dataset.prepare_training_data` (texts on access);
     ``eval_rows`` triplet rows for the held-out evaluator. The final model is saved to ``output_dir`` as a
     converted folder.
 
@@ -113,23 +131,10 @@ def train(
     >>> from colbert_az_pylate.training.trainer import train
     >>> train(load("./colbert-az-pylate"), rows, "./finetuned")  # doctest: +SKIP
     """
-    from datasets import Dataset
     from pylate.utils import ColBERTCollator
 
     recipe = recipe or Recipe()
-    if not train_rows:
-        raise ValueError("no training rows; build them with colbert_az_pylate.training.build_training_rows")
-    sizes = {len(row["documents"]) for row in train_rows} | {len(row["scores"]) for row in train_rows}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"every row needs the same number of documents and scores (1 + K), found sizes {sorted(sizes)}"
-        )
-    dataset = Dataset.from_list(
-        [
-            {"query": row["query"], "documents": list(row["documents"]), "scores": list(row["scores"])}
-            for row in train_rows
-        ]
-    )
+    dataset = train_rows if isinstance(train_rows, Dataset) else _rows_dataset(train_rows)
     loss = DistillationInfoNCE(
         model, alpha=recipe.alpha, temperature=recipe.temperature, teacher_temperature=recipe.teacher_temperature
     )
