@@ -66,6 +66,53 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_PARITY_FAILED
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from colbert_az_pylate.retrieval.corpus import read_corpus
+    from colbert_az_pylate.retrieval.searcher import Searcher
+
+    step = _progress(not args.json)
+    corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
+    step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
+    searcher = Searcher(args.model, args.index, override=args.override, batch_size=args.batch_size)
+    searcher.show_progress_bar = not args.json
+    searcher.index(corpus.texts, ids=corpus.ids, metadata=corpus.metadata or None, upsert=args.upsert)
+    summary = {"index": str(args.index), "documents": len(searcher), "added": len(corpus), "model": args.model}
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"indexed {len(corpus)} documents into {args.index} ({len(searcher)} in all)"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from colbert_az_pylate.retrieval.searcher import Searcher
+
+    searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False)
+    results = searcher.search(args.queries, k=args.k, exact=args.exact)
+    if args.json:
+        report = [
+            {"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(args.queries, results, strict=True)
+        ]
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    for query, hits in zip(args.queries, results, strict=True):
+        print(f"{query}")
+        for rank, hit in enumerate(hits, 1):
+            text = " ".join((hit.text or "").split())
+            print(f"  {rank:>3}. {hit.score:7.3f}  {hit.id:<20} {text[:100]}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from colbert_az_pylate.retrieval.demo import run_demo
+
+    result = run_demo(k=args.k, say=(lambda message: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0 if result["parity_passed"] else EXIT_PARITY_FAILED
+
+
 def _markdown_table(rows: list[dict]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -119,10 +166,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from colbert_az_pylate.training.config import load_train_config, run_train_config
+
+    config = load_train_config(args.config)
+    data, metrics = run_train_config(config, on_step=_progress(not args.json))
+    summary = {"output": config.output, "data": data.summary().splitlines(), "heldout": metrics}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print("\n".join([f"saved {config.output} (a converted folder)", *summary["data"]]))
+        if metrics:
+            print(_markdown_table([{"group": group, **values} for group, values in metrics.items()]))
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colbert-az",
-        description="LocalDoc/colbert-az as an exact pylate model: convert it, verify it.",
+        description="LocalDoc/colbert-az as an exact pylate model: convert, verify, evaluate, index, search.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -149,6 +210,47 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--reference", help="colbert-az folder the reference runs on (default: MODEL itself)")
     verify.set_defaults(handler=cmd_verify)
 
+    index = commands.add_parser(
+        "index",
+        help="encode a corpus and add it to a Voyager index folder",
+        description="Encode CORPUS (JSONL, CSV/TSV, Parquet with id and text columns, or a datasets name) with "
+        "MODEL and add it to the index folder (created if missing).",
+    )
+    index.add_argument("model", help="converted folder, raw colbert-az layout or hub id")
+    index.add_argument("corpus", help="corpus file or datasets name")
+    index.add_argument("--index", required=True, help="index folder")
+    index.add_argument("--id-column", default="id")
+    index.add_argument("--text-column", default="text")
+    index.add_argument("--split", default="train", help="split of a datasets corpus (default: train)")
+    index.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    index.add_argument("--override", action="store_true", help="start the index afresh")
+    index.add_argument("--upsert", action="store_true", help="replace documents whose id is already indexed")
+    index.add_argument("--json", action="store_true", help="print a JSON summary")
+    index.set_defaults(handler=cmd_index)
+
+    search = commands.add_parser(
+        "search",
+        help="search an index folder",
+        description="Search an index folder with the model recorded in it.",
+    )
+    search.add_argument("index", help="index folder")
+    search.add_argument("queries", nargs="+", metavar="QUERY")
+    search.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
+    search.add_argument("--exact", action="store_true", help="brute-force MaxSim over every document")
+    search.add_argument("--model", help="model to encode queries with (default: the one recorded in the index)")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+    search.set_defaults(handler=cmd_search)
+
+    demo = commands.add_parser(
+        "demo",
+        help="convert, verify, index a small Azerbaijani corpus and search it (works offline)",
+        description="The whole pipeline on a packaged corpus: LocalDoc/colbert-az when the hub is reachable, "
+        "otherwise a stand-in on the packaged MiniLM (said plainly in the output).",
+    )
+    demo.add_argument("-k", type=int, default=3, help="hits per sample query (default: 3)")
+    demo.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    demo.set_defaults(handler=cmd_demo)
+
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate models with the model card's metrics (triplets, az-mirage, beir)",
@@ -163,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    train = commands.add_parser(
+        "train",
+        help="fine-tune with the model card's distillation recipe (config in YAML)",
+        description="Train from a raw colbert-az layout or a converted folder on pylate's trainer; every "
+        "checkpoint is a converted folder. See colbert_az_pylate/training/config.py for the YAML keys.",
+    )
+    train.add_argument("--config", required=True, help="recipe.yaml: model, output, rows, sources, recipe, trainer")
+    train.add_argument("--json", action="store_true", help="print the data counts and held-out metrics as JSON")
+    train.set_defaults(handler=cmd_train)
 
     for sub in (convert, verify):
         sub.add_argument("--probes", help="file with one probe text per line (default: built-in + AZ-MIRAGE)")
