@@ -10,8 +10,9 @@ from pylate.utils import ColBERTCollator
 
 from colbert_az_pylate import load, verify
 from colbert_az_pylate.fixtures import CORPUS
+from colbert_az_pylate.losses import DistillationInfoNCE
 from colbert_az_pylate.tokenization import reference_document_inputs, reference_query_inputs
-from colbert_az_pylate.training.trainer import Recipe, train
+from colbert_az_pylate.training.trainer import Recipe, batch_tokenizer, train
 
 ROWS = [
     {
@@ -33,6 +34,22 @@ def test_training_batches_are_tokenized_exactly_like_the_reference(converted):
     length = int(documents["attention_mask"].sum())
     assert batch["documents_input_ids"][0, :length].tolist() == documents["input_ids"][0, :length].tolist()
     assert int(batch["documents_attention_mask"][0].sum()) == length
+
+
+def test_documents_padded_to_the_longest_give_the_loss_of_max_length_padding(converted):
+    model = load(converted["gemma"][0], device="cpu")
+    loss = DistillationInfoNCE(model)
+    values = []
+    for tokenize in (model.tokenize, batch_tokenizer(model)):
+        batch = ColBERTCollator(tokenize)(ROWS[:3])
+        features = [
+            {key.removeprefix(f"{column}_"): value for key, value in batch.items() if key.startswith(f"{column}_")}
+            for column in ("query", "documents")
+        ]
+        values.append((loss(features, batch["label"]), batch["documents_input_ids"].shape[1]))
+    (max_length_loss, max_length), (longest_loss, longest) = values
+    assert longest < max_length == 256
+    assert torch.allclose(max_length_loss, longest_loss, atol=1e-6)
 
 
 def test_a_short_run_saves_checkpoints_that_plain_pylate_and_the_reference_agree_on(converted, tmp_path):
