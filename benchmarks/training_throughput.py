@@ -1,0 +1,159 @@
+"""Training throughput: DistillationInfoNCE vs pylate's own Distillation, same model, same batches.
+
+The model is the MiniLM stand-in (:mod:`colbert_az_pylate.standin`, converted); batches are AZ-MIRAGE questions with
+their answer and 8 other answers (``../shared/data/az-mirage/dataset.json``; the package's fixture texts when it is
+absent), teacher scores seeded random, tokenized once by the training collator. A step is forward, loss, backward
+and an AdamW update, as in the trainer.
+
+Each loss runs in its own process, the two alternating for ``--rounds`` rounds; the table gives the median steps/s
+and the peak memory. On the CPU, peak memory is the process's peak resident set (``ru_maxrss``) over the timed steps,
+minus the peak before them (model, batches, one warm-up step already in place): tracemalloc would miss it, since
+torch allocates tensors outside Python's allocator. On a GPU it is ``torch.cuda.max_memory_allocated``.
+
+    HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py                # the docs/benchmarks.md table
+    HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --steps 10 --rounds 1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "az-mirage" / "dataset.json"
+
+
+def training_rows(count: int, negatives: int = 8, seed: int = 0) -> list[dict]:
+    """``count`` rows (query, positive + ``negatives`` other answers, random teacher scores)."""
+    rng = random.Random(seed)
+    if DATASET.is_file():
+        records = json.loads(DATASET.read_text(encoding="utf-8"))
+        pairs = [(r["query"], r["answer"][0]) for r in rng.sample(records, count + negatives)]
+    else:
+        from colbert_az_pylate.fixtures import CORPUS
+
+        pairs = [(text[:40], text) for text in CORPUS]
+    answers = [answer for _, answer in pairs]
+    return [
+        {
+            "query": pairs[i % len(pairs)][0],
+            "documents": [pairs[i % len(pairs)][1], *rng.sample(answers, negatives)],
+            "scores": [rng.gauss(5, 2) for _ in range(negatives + 1)],
+        }
+        for i in range(count)
+    ]
+
+
+def peak_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def worker(loss_name: str, model_folder: str, steps: int, batch_size: int) -> dict:
+    """Time ``steps`` training steps with one loss in this process; returns steps/s and memory."""
+    import torch
+    from pylate.losses import Distillation
+    from pylate.utils import ColBERTCollator
+
+    from colbert_az_pylate import load
+    from colbert_az_pylate.losses import DistillationInfoNCE
+    from colbert_az_pylate.training.trainer import batch_tokenizer
+
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load(model_folder, device=device)
+    model.train()
+    loss = {"DistillationInfoNCE": DistillationInfoNCE, "pylate Distillation": Distillation}[loss_name](model)
+    collate = ColBERTCollator(batch_tokenizer(model))
+    rows = training_rows(batch_size * (steps + 1))
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start : start + batch_size])
+        features = [
+            {k.removeprefix(f"{c}_"): v.to(device) for k, v in batch.items() if k.startswith(f"{c}_")}
+            for c in ("query", "documents")
+        ]
+        batches.append((features, batch["label"].to(device)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
+
+    def step(features, labels) -> None:
+        loss(features, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(*batches[0])  # warm-up: optimizer state allocated, kernels chosen
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = peak_mb()
+    started = time.perf_counter()
+    for features, labels in batches[1:]:
+        step(features, labels)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    peak = peak_mb()
+    return {
+        "steps_per_s": steps / seconds,
+        "peak_mb": peak,
+        "peak_growth_mb": peak - before if device == "cpu" else peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="converted folder (default: build and convert the MiniLM stand-in)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, args.steps, args.batch_size)))
+        return
+
+    import torch
+
+    from colbert_az_pylate import convert
+    from colbert_az_pylate.standin import build_minilm_standin
+
+    model = args.model
+    if model is None:
+        work = Path(tempfile.mkdtemp(prefix="throughput-"))
+        model = str(convert(build_minilm_standin(work / "raw"), work / "converted").output)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    results: dict[str, list[dict]] = {"DistillationInfoNCE": [], "pylate Distillation": []}
+    for _ in range(args.rounds):
+        for name in results:
+            command = [sys.executable, __file__, "--worker", name, "--model", model, "--steps", str(args.steps),
+                       "--batch-size", str(args.batch_size)]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+            results[name].append(json.loads(output.strip().splitlines()[-1]))
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    memory = "peak GPU memory (MB)" if torch.cuda.is_available() else "peak RSS (MB) / growth over setup (MB)"
+    print(f"{device}, {platform.machine()}, torch {torch.__version__}; batch {args.batch_size} × (1 + 8) documents, "
+          f"{args.steps} steps per run, median of {args.rounds} runs per loss\n")  # fmt: skip
+    print(f"| loss | steps/s | relative | {memory} |\n|---|---|---|---|")
+    baseline = statistics.median(r["steps_per_s"] for r in results["pylate Distillation"])
+    for name, runs in results.items():
+        speed = statistics.median(r["steps_per_s"] for r in runs)
+        peak = statistics.median(r["peak_mb"] for r in runs)
+        growth = statistics.median(r["peak_growth_mb"] for r in runs)
+        cell = f"{peak:.0f}" if torch.cuda.is_available() else f"{peak:.0f} / {growth:.0f}"
+        print(f"| {name} | {speed:.3f} | {speed / baseline:.3f} | {cell} |")
+
+
+if __name__ == "__main__":
+    main()
