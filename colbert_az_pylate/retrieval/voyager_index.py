@@ -294,7 +294,7 @@ class VoyagerIndex(Base):
                 setattr(self, key, arrays[key])
         self.doc_ids = json.loads(ids_path.read_text(encoding="utf-8"))
         try:
-            self.graph = Index.load(str(graph_path))
+            self.graph = Index.load(str(graph_path)) if len(self.label_doc) else self._new_graph()
         except Exception as exc:  # voyager raises RuntimeError/ValueError on damaged files
             raise IndexFormatError(f"cannot load {graph_path}: {exc}; rebuild the index") from exc
         for path, needed in (
@@ -402,7 +402,10 @@ class VoyagerIndex(Base):
                 os.fsync(handle.fileno())
 
         def write_graph(path: Path) -> None:
-            self.graph.save(str(path))
+            if len(self.label_doc):
+                self.graph.save(str(path))
+            else:  # voyager cannot load the file of an index without elements
+                _fsync_write(path, b"")
 
         write(f"docs.{generation}.npz", write_docs)
         write(
@@ -613,30 +616,46 @@ class VoyagerIndex(Base):
         k: int = 10,
         k_token: int = 64,
         subset: Sequence[str] | None = None,
+        candidates: int | None = None,
     ) -> list[list[dict]]:
-        """Top ``k`` documents per query: candidates from the graph (``k_token`` per query token), then exact
-        MaxSim over their stored vectors. Returns pylate's format: ``[[{"id": ..., "score": ...}, ...], ...]``.
-        ``subset`` restricts results to those ids (the rerank runs on every subset member that is a candidate).
+        """Top ``k`` documents per query, in pylate's format ``[[{"id": ..., "score": ...}, ...], ...]``.
+
+        The graph gives ``k_token`` neighbours per query token; documents are pre-scored from those neighbours
+        alone (a query token whose neighbours miss a document counts the lowest similarity it retrieved) when
+        ``candidates`` is set, and the best ``candidates`` (default: all) get the exact MaxSim over their stored
+        vectors. Pruning trades recall for speed (see docs/benchmarks.md). ``subset`` keeps only those ids.
         """
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         if k < 1:
             raise ColbertAzError(f"k must be at least 1, got {k}")
-        labels, _, sizes = self._query_graph(queries, max(k_token, 1))
+        labels, distances, sizes = self._query_graph(queries, max(k_token, 1))
         allowed = None
         if subset is not None:
             allowed = np.array([self._positions[i] for i in subset if i in self._positions], np.int64)
         results, offset = [], 0
         for query, size in zip(queries, sizes, strict=True):
-            candidates = np.unique(self.label_doc[labels[offset : offset + size]])
+            documents = self.label_doc[labels[offset : offset + size]]
+            similarity = 1.0 - distances[offset : offset + size]
             offset += size
             if allowed is not None:
-                candidates = np.intersect1d(candidates, allowed)
-            if len(candidates) == 0:
+                keep = np.isin(documents, allowed)
+                documents, similarity = np.where(keep, documents, -1), np.where(keep, similarity, -np.inf)
+            unique, inverse = np.unique(documents, return_inverse=True)
+            if unique[0] == -1:  # neighbours outside the subset
+                unique, inverse = unique[1:], inverse.reshape(documents.shape) - 1
+            if len(unique) == 0:
                 results.append([])
                 continue
-            scores = self.rerank(query, candidates)
+            if candidates is not None and len(unique) > candidates:
+                best = np.repeat(similarity.min(axis=1, keepdims=True), len(unique), axis=1)
+                rows = np.repeat(np.arange(documents.shape[0]), documents.shape[1])
+                flat = inverse.reshape(-1)
+                valid = flat >= 0
+                np.maximum.at(best, (rows[valid], flat[valid]), similarity.reshape(-1)[valid])
+                unique = unique[np.argpartition(-best.sum(axis=0), candidates)[:candidates]]
+            scores = self.rerank(query, unique)
             order = np.argsort(-scores, kind="stable")[:k]
-            results.append([{"id": self.doc_ids[candidates[i]], "score": float(scores[i])} for i in order])
+            results.append([{"id": self.doc_ids[unique[i]], "score": float(scores[i])} for i in order])
         return results
 
     def exact_search(self, queries_embeddings, k: int = 10, chunk_documents: int = 4096) -> list[list[dict]]:

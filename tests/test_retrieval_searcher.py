@@ -1,0 +1,123 @@
+"""Searcher, corpus reading and the index/search/demo commands, on tiny converted checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from colbert_az_pylate.cli import main
+from colbert_az_pylate.errors import ColbertAzError, IndexFormatError
+from colbert_az_pylate.fixtures import CORPUS
+from colbert_az_pylate.reference import ReferenceColBERT
+from colbert_az_pylate.retrieval.corpus import demo_corpus_path, read_corpus
+from colbert_az_pylate.retrieval.searcher import Searcher
+
+QUERIES = ["Bakı haradadır?", "Nizami kimdir?", "late interaction search"]
+
+
+@pytest.fixture(scope="module")
+def gemma_model(converted):
+    return str(converted["gemma"][0])
+
+
+@pytest.fixture
+def searcher(gemma_model, tmp_path):
+    built = Searcher(gemma_model, tmp_path / "index", show_progress_bar=False)
+    built.index(CORPUS, ids=[f"doc{i}" for i in range(len(CORPUS))], metadata=[{"n": i} for i in range(len(CORPUS))])
+    return built
+
+
+def test_search_returns_hits_with_text_and_metadata_in_exact_maxsim_order(searcher):
+    for query in QUERIES:
+        graph, exact = searcher.search(query, k=5), searcher.search(query, k=5, exact=True)
+        assert [h.id for h in graph] == [h.id for h in exact]
+        assert graph[0].text == CORPUS[int(graph[0].id[3:])] and graph[0].metadata == {"n": int(graph[0].id[3:])}
+        assert [h.score for h in graph] == sorted((h.score for h in graph), reverse=True)
+
+
+def test_scores_match_the_model_cards_reference_code(searcher, gemma_model, checkpoints):
+    reference = ReferenceColBERT.from_pretrained(checkpoints["gemma"])
+    expected = reference.score(QUERIES, CORPUS)
+    for row, hits in enumerate(searcher.search(QUERIES, k=len(CORPUS), exact=True)):
+        for hit in hits:
+            assert hit.score == pytest.approx(float(expected[row, int(hit.id[3:])]), rel=2e-3)
+
+
+def test_rerank_needs_no_index_and_orders_like_the_reference(searcher, checkpoints):
+    reference = ReferenceColBERT.from_pretrained(checkpoints["gemma"])
+    expected = reference.score([QUERIES[0]], CORPUS)[0]
+    hits = searcher.rerank(QUERIES[0], CORPUS)
+    assert [int(h.id) for h in hits] == sorted(range(len(CORPUS)), key=lambda i: -float(expected[i]))[: len(hits)]
+    assert hits[0].score == pytest.approx(float(expected.max()), rel=1e-4)
+
+
+def test_delete_and_upsert_through_the_searcher(searcher):
+    top = searcher.search(QUERIES[0], k=1)[0].id
+    searcher.delete([top])
+    assert top not in {h.id for h in searcher.search(QUERIES[0], k=20)}
+    searcher.add(["Bakı Xəzər sahilindədir."], ids=["doc1"], upsert=True)
+    assert searcher.index_store.payload("doc1")["text"] == "Bakı Xəzər sahilindədir."
+
+
+@pytest.mark.parametrize(
+    ("documents", "message"),
+    [([], "empty"), (["ok", "  "], "document 1 is empty"), ("one string", "list of texts"), (["a", 3], "not text")],
+)
+def test_bad_corpora_are_refused_with_one_line(searcher, documents, message):
+    with pytest.raises(ColbertAzError, match=message):
+        searcher.index(documents)
+
+
+def test_an_index_built_by_another_model_is_refused(searcher, converted):
+    with pytest.raises(IndexFormatError, match="fingerprint"):
+        Searcher(str(converted["metaspace"][0]), searcher.folder)
+
+
+def test_open_finds_the_model_recorded_in_the_index(searcher):
+    reopened = Searcher.open(searcher.folder, show_progress_bar=False)
+    assert [h.id for h in reopened.search(QUERIES[1], k=3)] == [h.id for h in searcher.search(QUERIES[1], k=3)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])
+def test_read_corpus_reads_every_format_and_stringifies_ids(tmp_path, suffix):
+    import datasets
+
+    table = datasets.Dataset.from_dict({"id": [1, 2], "text": ["Bakı", "Gəncə"], "lang": ["az", "az"]})
+    path = tmp_path / f"corpus{suffix}"
+    if suffix == ".jsonl":
+        table.to_json(str(path))
+    elif suffix == ".parquet":
+        table.to_parquet(str(path))
+    else:
+        table.to_csv(str(path), index=False, sep="\t" if suffix == ".tsv" else ",")
+    corpus = read_corpus(path)
+    assert corpus.ids == ["1", "2"] and corpus.texts == ["Bakı", "Gəncə"] and corpus.metadata[1] == {"lang": "az"}
+
+
+def test_read_corpus_names_a_missing_column(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"pid": "a", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(ColbertAzError, match=r"no column 'id'.*--id-column"):
+        read_corpus(path)
+
+
+def test_index_and_search_commands(gemma_model, tmp_path, capsys):
+    index = tmp_path / "cli-index"
+    assert main(["index", gemma_model, str(demo_corpus_path()), "--index", str(index), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 53
+    assert main(["search", str(index), "Bakı paytaxt", "-k", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report[0]["hits"]) == 4 and report[0]["hits"][0]["text"]
+    assert main(["search", str(index), "Bakı paytaxt", "-k", "2"]) == 0
+    assert "Bakı paytaxt" in capsys.readouterr().out
+    assert main(["search", str(tmp_path / "nothing"), "x"]) == 2
+    assert "no index" in capsys.readouterr().err
+
+
+def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
+    assert main(["demo", "-k", "1"]) == 0
+    output = capsys.readouterr().out
+    assert "STAND-IN" in output and "parity PASSED" in output
+    tops = [line.split("]")[1].split()[0] for line in output.splitlines() if line.strip().startswith("1. [")]
+    assert tops == ["baki", "hacibeyli", "bazarduzu", "qobustan", "emek_mecellesi"]
