@@ -105,3 +105,13 @@ def test_resuming_from_a_checkpoint_finishes_where_the_uninterrupted_run_ends(co
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert verify(tmp_path / "resumed", probes=["Bakı"]).passed
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"scores": [float("nan"), 1.0, 0.5]}, "NaN or infinite"), ({"documents": ["a", " ", "b"]}, "empty query")],
+)
+def test_rows_with_non_finite_scores_or_empty_texts_are_refused(converted, tmp_path, change, message):
+    model = load(converted["wordpiece"][0], device="cpu")
+    with pytest.raises(ValueError, match=f"training row 1 has an? {message}"):
+        train(model, [ROWS[0], {**ROWS[1], **change}], tmp_path / "out")

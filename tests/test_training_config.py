@@ -68,3 +68,13 @@ def test_train_from_a_raw_layout_saves_a_converted_folder_and_reports_held_out_m
     assert set(report["heldout"]) == {"books", "macro"} and set(report["heldout"]["macro"]) >= {"R@1", "NDCG@10"}
     assert (tmp_path / "out" / "projection.pt").is_file() and (tmp_path / "out" / "modules.json").is_file()
     assert load(tmp_path / "out", device="cpu").encode(["Bakı"], is_query=True)[0].shape[0] == 32
+
+
+def test_the_example_recipe_parses_with_the_card_defaults():
+    from pathlib import Path
+
+    from colbert_az_pylate.training.config import load_train_config
+
+    config = load_train_config(Path(__file__).parents[1] / "examples" / "recipe.yaml")
+    assert [source.weight for source in config.sources] == [50, 25, 15, 10]
+    assert config.recipe.learning_rate == 1e-6 and config.sources[3].resolved_schema().pairs_config == "triplets"

@@ -49,7 +49,7 @@ class TextTable(Mapping):
         return len(self._index)
 
 
-def _local_table(folder: Path, config: str, split: str):
+def _local_table(folder: Path, config: str):
     from datasets import load_dataset
 
     for suffix, builder in _BUILDERS.items():
@@ -69,7 +69,7 @@ def read_config(location: str | Path, config: str, split: str = "train", revisio
     """One config of a data set as a ``datasets.Dataset``: from a local folder, or from the hub with ``loader``
     (default ``datasets.load_dataset``); a hub that cannot be reached is a one-line :class:`ColbertAzError`."""
     if Path(location).is_dir():
-        return _local_table(Path(location), config, split)
+        return _local_table(Path(location), config)  # a local table is the split
     if loader is None:
         from datasets import load_dataset as loader
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,6 +117,11 @@ def _rows_dataset(train_rows: Sequence[Mapping]) -> Dataset:
         raise ValueError(
             f"every row needs the same number of documents and scores (1 + K), found sizes {sorted(sizes)}"
         )
+    for index, row in enumerate(train_rows):
+        if not all(math.isfinite(float(score)) for score in row["scores"]):
+            raise ValueError(f"training row {index} has a NaN or infinite teacher score; build_training_rows drops it")
+        if not all(str(text).strip() for text in [row["query"], *row["documents"]]):
+            raise ValueError(f"training row {index} has an empty query or document; build_training_rows drops it")
     return Dataset.from_list(
         [
             {"query": row["query"], "documents": list(row["documents"]), "scores": list(row["scores"])}
