@@ -176,7 +176,7 @@ def worker(args) -> dict:
         elif args.system == "pylate":
             from pylate.retrieve import ColBERT
 
-            index = fixed_pylate_voyager()(
+            index = fixed_pylate_voyager(
                 str(folder), "bench", override=True, embedding_size=queries.shape[-1], **settings
             )
             index.add_documents(ids, documents)
@@ -268,7 +268,12 @@ def main() -> None:
         truth = CACHE / f"truth-{size}.npy"
         np.save(truth, exact_top10(documents, queries))
         del documents
-        common = {"M": 16, "ef_construction": 100, "ef_search": 128, "k_token": 64}
+        common = {
+            "M": args.M,
+            "ef_construction": args.ef_construction,
+            "ef_search": args.ef_search,
+            "k_token": args.k_token,
+        }
         for system in ("exact", "pylate", "ours", "ours-in-pylate"):
             results.append(run_system(embeddings, truth, size, system, **common))
         if args.tradeoff:

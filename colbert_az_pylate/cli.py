@@ -73,7 +73,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     step = _progress(not args.json)
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
-    searcher = Searcher(args.model, args.index, override=args.override, batch_size=args.batch_size)
+    searcher = Searcher(
+        args.model, args.index, backend=args.backend, override=args.override, batch_size=args.batch_size
+    )
     searcher.show_progress_bar = not args.json
     searcher.index(corpus.texts, ids=corpus.ids, metadata=corpus.metadata or None, upsert=args.upsert)
     summary = {"index": str(args.index), "documents": len(searcher), "added": len(corpus), "model": args.model}
@@ -167,10 +169,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import contextlib
+
     from colbert_az_pylate.training.config import load_train_config, run_train_config
 
     config = load_train_config(args.config)
-    data, metrics = run_train_config(config, on_step=_progress(not args.json))
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps the summary only
+        data, metrics = run_train_config(config, on_step=_progress(not args.json))
     summary = {"output": config.output, "data": data.summary().splitlines(), "heldout": metrics}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -179,6 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if metrics:
             print(_markdown_table([{"group": group, **values} for group, values in metrics.items()]))
     return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -225,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     index.add_argument("--override", action="store_true", help="start the index afresh")
     index.add_argument("--upsert", action="store_true", help="replace documents whose id is already indexed")
+    index.add_argument(
+        "--backend",
+        choices=["voyager", "plaid"],
+        default="voyager",
+        help="voyager (HNSW + exact rerank, updatable; default) or plaid (fast-plaid, build-once, for large corpora)",
+    )
     index.add_argument("--json", action="store_true", help="print a JSON summary")
     index.set_defaults(handler=cmd_index)
 

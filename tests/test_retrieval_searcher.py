@@ -11,7 +11,7 @@ from colbert_az_pylate.errors import ColbertAzError, IndexFormatError
 from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.reference import ReferenceColBERT
 from colbert_az_pylate.retrieval.corpus import demo_corpus_path, read_corpus
-from colbert_az_pylate.retrieval.searcher import Searcher
+from colbert_az_pylate.retrieval.searcher import Searcher, rerank
 
 QUERIES = ["Bakı haradadır?", "Nizami kimdir?", "late interaction search"]
 
@@ -48,6 +48,7 @@ def test_rerank_needs_no_index_and_orders_like_the_reference(searcher, checkpoin
     reference = ReferenceColBERT.from_pretrained(checkpoints["gemma"])
     expected = reference.score([QUERIES[0]], CORPUS)[0]
     hits = searcher.rerank(QUERIES[0], CORPUS)
+    assert [h.id for h in rerank(searcher.model, QUERIES[0], CORPUS)] == [h.id for h in hits]
     assert [int(h.id) for h in hits] == sorted(range(len(CORPUS)), key=lambda i: -float(expected[i]))[: len(hits)]
     assert hits[0].score == pytest.approx(float(expected.max()), rel=1e-4)
 
@@ -121,3 +122,21 @@ def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
     assert "STAND-IN" in output and "parity PASSED" in output
     tops = [line.split("]")[1].split()[0] for line in output.splitlines() if line.strip().startswith("1. [")]
     assert tops == ["baki", "hacibeyli", "bazarduzu", "qobustan", "emek_mecellesi"]
+
+
+def test_plaid_backend_indexes_searches_and_refuses_in_place_changes(gemma_model, tmp_path):
+    plaid = Searcher(gemma_model, tmp_path / "plaid", backend="plaid", show_progress_bar=False)
+    plaid.index(CORPUS, ids=[f"doc{i}" for i in range(len(CORPUS))])
+    exact = Searcher(gemma_model, tmp_path / "voyager", show_progress_bar=False)
+    exact.index(CORPUS, ids=[f"doc{i}" for i in range(len(CORPUS))])
+    for query in QUERIES:
+        assert plaid.search(query, k=1)[0].id == exact.search(query, k=1, exact=True)[0].id
+    with pytest.raises(ColbertAzError, match="rebuild"):
+        plaid.delete(["doc1"])
+    with pytest.raises(ColbertAzError, match="rebuild"):
+        plaid.add(["x"], ids=["x"])
+    reopened = Searcher.open(tmp_path / "plaid", show_progress_bar=False)
+    assert reopened.backend == "plaid" and len(reopened) == len(CORPUS)
+    (tmp_path / "plaid" / "ids.json").write_text("[]")
+    with pytest.raises(IndexFormatError, match="corrupted"):
+        Searcher.open(tmp_path / "plaid")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from colbert_az_pylate.errors import ColbertAzError
+from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
+from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
 from colbert_az_pylate.scores import packed_maxsim_scores
+
+BACKENDS = ("voyager", "plaid")
 
 
 @dataclass
@@ -43,6 +46,25 @@ def check_documents(documents: Sequence[str]) -> list[str]:
     return documents
 
 
+def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
+    """Rank ``documents`` for ``query`` by exact MaxSim, no index needed; hit ids are the documents' positions.
+
+    >>> from colbert_az_pylate import load
+    >>> rerank(load("./colbert-az-pylate"), "paytaxt", ["Bakı paytaxtdır.", "Şəki"])[0].id  # doctest: +SKIP
+    '0'
+    """
+    documents = check_documents(documents)
+    if not isinstance(query, str) or not query.strip():
+        raise ColbertAzError("the query must be a non-empty text")
+    model, _ = _resolve_model(model)
+    query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
+    vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
+    starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
+    scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
+    order = np.argsort(-scores, kind="stable")
+    return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
+
+
 def _resolve_model(model):
     if isinstance(model, (str, Path)):
         from colbert_az_pylate.loading import load
@@ -70,18 +92,26 @@ class Searcher:
         model,
         folder: str | Path,
         *,
+        backend: str = "voyager",
         override: bool = False,
         read_only: bool = False,
         batch_size: int = 32,
         show_progress_bar: bool | None = None,
         **index_settings,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ColbertAzError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.model, name = _resolve_model(model)
-        self.folder = Path(folder)
+        self.folder, self.backend, self.override = Path(folder), backend, override
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self.signature = ModelSignature.of_model(self.model, name)
         self.embedding_size = self.signature.embedding_size
+        self.index_settings = index_settings
+        if backend == "plaid":
+            exists = (self.folder / PLAID_MANIFEST).exists() and not override
+            self.index_store = PlaidIndex(self.folder, model=self.signature, **index_settings) if exists else None
+            return
         self.index_store = VoyagerIndex(
             str(self.folder.parent),
             self.folder.name,
@@ -98,6 +128,9 @@ class Searcher:
         from colbert_az_pylate.retrieval.voyager_index import MANIFEST
 
         manifest = Path(folder) / MANIFEST
+        if (Path(folder) / PLAID_MANIFEST).exists():
+            manifest, kwargs["backend"] = Path(folder) / PLAID_MANIFEST, "plaid"
+            read_only = False  # PLAID indexes are never written after their build
         if model is None:
             if not manifest.exists():
                 raise ColbertAzError(
@@ -109,6 +142,8 @@ class Searcher:
             model = recorded.get("name")
             if not model:
                 raise ColbertAzError(f"the index at {folder} records no model; pass the model explicitly")
+        if kwargs.get("backend") == "plaid":
+            return cls(model, folder, **kwargs)
         return cls(model, folder, read_only=read_only, **kwargs)
 
     def _progress(self, count: int) -> bool:
@@ -153,6 +188,8 @@ class Searcher:
             raise ColbertAzError(f"{len(documents)} documents but {len(metadata)} metadata entries")
         if len(set(ids)) != len(ids):
             raise ColbertAzError("duplicate ids in the corpus; give every document its own id")
+        if self.backend == "plaid":
+            return self._build_plaid(documents, ids, metadata)
         steps = range(0, len(documents), commit_every)
         for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
             chunk = slice(start, start + commit_every)
@@ -165,10 +202,36 @@ class Searcher:
             )
         return self
 
-    add = index
+    def _build_plaid(self, documents: list[str], ids: list[str], metadata: Sequence[dict] | None) -> Searcher:
+        if self.index_store is not None:
+            raise ColbertAzError(
+                f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
+            )
+        payloads = [
+            {"text": t, "metadata": m} for t, m in zip(documents, metadata or [{}] * len(documents), strict=True)
+        ]
+        self.index_store = PlaidIndex.build(
+            self.folder,
+            ids,
+            self.encode_documents(documents),
+            payloads=payloads,
+            model=self.signature,
+            override=self.override,
+            show_progress=bool(self._progress(len(documents))),
+            **self.index_settings,
+        )
+        return self
+
+    def add(self, documents: Sequence[str], ids: Sequence[str] | None = None, metadata=None, **kwargs) -> Searcher:
+        """Add documents to a Voyager index (PLAID indexes are rebuilt instead)."""
+        if self.backend == "plaid" and self.index_store is not None:
+            raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild with override=True")
+        return self.index(documents, ids, metadata, **kwargs)
 
     def delete(self, ids: str | Sequence[str]) -> Searcher:
         """Remove documents by id (an unknown id is an error and nothing is removed)."""
+        if self.backend == "plaid":
+            raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild without those documents")
         self.index_store.remove_documents(ids)
         return self
 
@@ -198,8 +261,14 @@ class Searcher:
             raise ColbertAzError("queries must be non-empty texts")
         if k < 1:
             raise ColbertAzError(f"k must be at least 1, got {k}")
+        if self.index_store is None or len(self.index_store) == 0:
+            raise ColbertAzError(f"the index at {self.folder} is empty; index documents before searching")
         embeddings = self.encode_queries(batch)
-        if exact:
+        if self.backend == "plaid":
+            if exact:
+                raise ColbertAzError("exact search needs the Voyager backend (PLAID keeps compressed vectors only)")
+            ranked = self.index_store.search(embeddings, k=k, subset=subset)
+        elif exact:
             if subset is not None:
                 raise ColbertAzError("subset is for the graph search; exact search scores every document")
             ranked = self.index_store.exact_search(embeddings, k=k)
@@ -209,21 +278,8 @@ class Searcher:
         return results[0] if single else results
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[Hit]:
-        """Rank ``documents`` for ``query`` by exact MaxSim, no index needed; hit ids are their positions."""
-        documents = check_documents(documents)
-        query_vectors = self.encode_queries([query])[0]
-        vectors = self.encode_documents(documents)
-        starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
-        scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
-        order = np.argsort(-scores, kind="stable")
-        return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
+        """Rank ``documents`` for ``query`` by exact MaxSim (see :func:`rerank`)."""
+        return rerank(self.model, query, documents, batch_size=self.batch_size)
 
     def __len__(self) -> int:
-        return len(self.index_store)
-
-
-def timed(function, *args, **kwargs):
-    """``(result, seconds)`` of one call."""
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
+        return len(self.index_store) if self.index_store is not None else 0
