@@ -15,7 +15,6 @@ loaded). Recall@10 is measured against exact MaxSim over the same vectors.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import resource
@@ -187,6 +186,14 @@ def worker(args) -> dict:
                 hits = retriever.retrieve(batch, k=10, k_token=args.k_token, batch_size=len(batch), device="cpu")
                 return [[h["id"] for h in q] for q in hits]
 
+        elif args.system == "plaid":
+            from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+
+            index = PlaidIndex.build(folder / "bench", ids, documents, show_progress=False)
+
+            def search(batch):
+                return [[h["id"] for h in q] for q in index.search(batch, k=10)]
+
         else:
             from colbert_az_pylate.retrieval.voyager_index import VoyagerIndex
 
@@ -238,6 +245,56 @@ def run_system(embeddings: Path, truth: Path, size: int, system: str, **settings
     return result
 
 
+# (M, ef_construction, graph storage, k_token) of VoyagerIndex swept by --tradeoff
+TRADEOFF_GRID = [
+    (8, 64, "float8", 128),
+    (16, 64, "float8", 128),
+    (16, 100, "float32", 128),
+    (32, 100, "float8", 128),
+    (16, 100, "float8", 64),
+    (16, 100, "float8", 96),
+    (16, 100, "float8", 256),
+]
+
+
+def report(results: list[dict]) -> str:
+    """Markdown tables: each system at equal settings (ratios against pylate's Voyager of the same run), then
+    the settings sweep of VoyagerIndex if present."""
+    lines = []
+    sizes = sorted({r["size"] for r in results})
+    for size in sizes:
+        rows = [r for r in results if r["size"] == size]
+        baseline = next((r for r in rows if r["system"] == "pylate"), None)
+        equal = [r for r in rows if baseline is None or r["system"] == "exact" or _same_settings(r, baseline)]
+        lines += [
+            f"### {size:,} documents ({rows[0]['vectors']:,} token vectors)",
+            "",
+            "| system | M | ef_c | ef_s | k_token | build s | recall@10 | p50 ms | p95 ms | batch-32 p50 ms "
+            "| peak MB | disk MB | build × | query × |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in equal + [r for r in rows if r not in equal]:
+            faster = baseline["p50_ms"] / r["p50_ms"] if baseline else float("nan")
+            build = baseline["build_s"] / r["build_s"] if baseline and r["system"] != "exact" else float("nan")
+            settings = (
+                "| - | - | - | - "
+                if r["system"] == "exact"
+                else (f"| {r['M']} | {r['ef_construction']} | {r['ef_search']} | {r['k_token']} ")
+            )
+            lines.append(
+                f"| {r['system']}{'' if r['system'] != 'ours' else ' (' + r.get('storage', 'float8') + ')'} "
+                f"{settings}| {r['build_s']:.1f} | {r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build:.2f} | {faster:.2f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _same_settings(result: dict, baseline: dict) -> bool:
+    keys = ("M", "ef_construction", "ef_search", "k_token")
+    return all(result.get(k) == baseline.get(k) for k in keys) and result.get("storage", "float8") == "float8"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
@@ -246,6 +303,8 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=64)
     parser.add_argument("--tradeoff", action="store_true", help="also sweep settings of VoyagerIndex")
     parser.add_argument("--output", default="benchmarks/results/retrieval.json")
+    parser.add_argument("--systems", nargs="+", default=["exact", "pylate", "ours", "ours-in-pylate", "plaid"])
+    parser.add_argument("--report", nargs="+", help="print the Markdown tables of result files and exit")
     parser.add_argument("--worker")
     parser.add_argument("--size", type=int)
     parser.add_argument("--embeddings")
@@ -256,6 +315,9 @@ def main() -> None:
     parser.add_argument("--k-token", type=int, default=64)
     parser.add_argument("--storage", default="float8")
     args = parser.parse_args()
+    if args.report:
+        print(report([r for path in args.report for r in json.loads(Path(path).read_text())]))
+        return
     if args.worker:
         args.system = args.worker
         print(json.dumps(worker(args)))
@@ -274,27 +336,14 @@ def main() -> None:
             "ef_search": args.ef_search,
             "k_token": args.k_token,
         }
-        for system in ("exact", "pylate", "ours", "ours-in-pylate"):
+        for system in args.systems:
             results.append(run_system(embeddings, truth, size, system, **common))
         if args.tradeoff:
-            results.append(
-                run_system(embeddings, truth, size, "pylate", M=64, ef_construction=200, ef_search=200, k_token=100)
-            )
-            grid = itertools.product((8, 16, 32), (64, 100), ("float8", "float32"), (64, 128))
-            for m, ef_c, storage, k_token in grid:
-                results.append(
-                    run_system(
-                        embeddings,
-                        truth,
-                        size,
-                        "ours",
-                        M=m,
-                        ef_construction=ef_c,
-                        ef_search=128,
-                        k_token=k_token,
-                        storage=storage,
-                    )
-                )
+            pylate_defaults = {"M": 64, "ef_construction": 200, "ef_search": 200, "k_token": 100}
+            results.append(run_system(embeddings, truth, size, "pylate", **pylate_defaults))
+            for m, ef_c, storage, k_token in TRADEOFF_GRID:
+                settings = {"M": m, "ef_construction": ef_c, "ef_search": 256, "k_token": k_token, "storage": storage}
+                results.append(run_system(embeddings, truth, size, "ours", **settings))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.output}")

@@ -119,6 +119,7 @@ class Searcher:
             embedding_size=self.embedding_size,
             model=self.signature,
             read_only=read_only,
+            show_progress=show_progress_bar,
             **index_settings,
         )
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pylate.indexes.base import Base
+from tqdm.auto import tqdm
 
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, IndexLockedError
 from colbert_az_pylate.scores import packed_maxsim_scores
@@ -42,6 +43,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 STORE_DTYPE = np.float16
+GRAPH_CHUNK = 50_000  # vectors per add_items call (progress granularity; voyager threads within a call)
 _GENERATION_FILE = re.compile(r"^(hnsw|docs|ids)\.(\d+)\.(voyager|npz|json)(\.tmp)?$")
 _STORE_FILE = re.compile(r"^(vectors|payloads)\.(\d+)\.(f16|jsonl)$")
 _STORAGE = {"float32": "Float32", "float8": "Float8", "e4m3": "E4M3"}
@@ -136,7 +138,8 @@ class VoyagerIndex(Base):
     - ``storage``: precision of the vectors inside the graph (``"float8"``, ``"e4m3"`` or ``"float32"``); the
       rerank always reads the float16 store, so this only affects which candidates are found;
     - ``num_threads``: threads for building and querying the graph (-1: all cores);
-    - ``read_only``: open without taking the writer lock (searching while another process writes).
+    - ``read_only``: open without taking the writer lock (searching while another process writes);
+    - ``show_progress``: progress bars for building the graph and searching (default: on long work only).
 
     >>> import tempfile, numpy as np
     >>> rng = np.random.default_rng(0)
@@ -164,11 +167,13 @@ class VoyagerIndex(Base):
         storage: str = "float8",
         num_threads: int = -1,
         read_only: bool = False,
+        show_progress: bool | None = None,
     ) -> None:
         if storage not in _STORAGE:
             raise ColbertAzError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
         self.path = Path(index_folder) / index_name
         self.ef_search, self.num_threads, self.read_only = ef_search, num_threads, read_only
+        self.show_progress = show_progress
         self._lock_handle = None
         exists = (self.path / MANIFEST).exists()
         if override and exists:
@@ -349,6 +354,9 @@ class VoyagerIndex(Base):
     def __contains__(self, document_id: str) -> bool:
         return document_id in self._positions
 
+    def _show(self, work: int) -> bool:
+        return self.show_progress if self.show_progress is not None else work >= 4 * GRAPH_CHUNK
+
     # ----------------------------------------------------------------------------------------------- writing
     def _take_lock(self) -> None:
         if self._lock_handle is not None or fcntl is None:
@@ -507,7 +515,16 @@ class VoyagerIndex(Base):
 
         first_label = len(self.label_doc)
         labels = list(range(first_label, first_label + len(stacked)))
-        self.graph.add_items(stacked, ids=labels, num_threads=self.num_threads)
+        step = GRAPH_CHUNK
+        for start in tqdm(
+            range(0, len(stacked), step),
+            desc="Building the graph",
+            unit_scale=step,
+            disable=not self._show(len(stacked)),
+        ):
+            self.graph.add_items(
+                stacked[start : start + step], ids=labels[start : start + step], num_threads=self.num_threads
+            )
         first_doc = len(self.doc_ids)
         self.doc_ids.extend(documents_ids)
         self.doc_start = np.concatenate([self.doc_start, self.rows + np.cumsum(lengths) - lengths])
@@ -633,7 +650,9 @@ class VoyagerIndex(Base):
         if subset is not None:
             allowed = np.array([self._positions[i] for i in subset if i in self._positions], np.int64)
         results, offset = [], 0
-        for query, size in zip(queries, sizes, strict=True):
+        for query, size in tqdm(
+            list(zip(queries, sizes, strict=True)), desc="Searching", disable=not self._show(len(queries) * 1000)
+        ):
             documents = self.label_doc[labels[offset : offset + size]]
             similarity = 1.0 - distances[offset : offset + size]
             offset += size
