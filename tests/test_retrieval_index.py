@@ -325,3 +325,15 @@ def test_two_readers_search_while_a_third_process_adds(tmp_path):
         low, high, searches = map(int, stdout.split())
         assert searches > 1 and high >= low >= 1
     assert json.loads((tmp_path / "idx" / MANIFEST).read_text())["documents"] >= 1
+
+
+def test_a_reader_keeps_its_snapshot_while_a_writer_compacts(tmp_path, documents, queries):
+    writer = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM)
+    writer.add_documents([f"d{i}" for i in range(30)], documents[:30], payloads=[{"n": i} for i in range(30)])
+    reader = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)
+    before = reader.search(queries, k=3)
+    writer.remove_documents(["d0", "d1"])
+    writer.compact()
+    assert reader.search(queries, k=3) == before and reader.payload("d0") == {"n": 0}
+    reader.refresh()
+    assert "d0" not in reader and len(reader) == 28 and reader.payload("d29") == {"n": 29}

@@ -216,6 +216,9 @@ class VoyagerIndex(Base):
     def _derive(self) -> None:
         """Lookup tables rebuilt once per commit or load, so that a search does no per-index work."""
         self._vectors = None
+        if getattr(self, "_payload_handle", None) is not None:
+            self._payload_handle.close()
+        self._payload_handle = None
         self._id_array = np.asarray(self.doc_ids, dtype=object)
         self.live_labels = int(self.alive[self.label_doc].sum()) if len(self.label_doc) else 0
 
@@ -311,6 +314,10 @@ class VoyagerIndex(Base):
                 raise IndexFormatError(f"{path} is truncated ({size} of {needed} bytes); rebuild the index")
         self._positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids) if self.alive[i]}
         self._derive()
+        # Hold the store files open: a writer may compact them away, and this snapshot must stay readable.
+        _ = self.vectors
+        if self.payload_bytes:
+            self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
 
     def _check_settings(self, embedding_size: int, model: ModelSignature | None) -> None:
         if int(embedding_size) != self.embedding_size and model is None:
@@ -585,9 +592,10 @@ class VoyagerIndex(Base):
     def payload(self, document_id: str) -> dict:
         """The payload stored with a document (``{}`` if none)."""
         position = self._positions[document_id]
-        with open(self.payloads_file, "rb") as handle:
-            handle.seek(int(self.payload_start[position]))
-            return json.loads(handle.read(int(self.payload_length[position])))
+        if self._payload_handle is None:
+            self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
+        self._payload_handle.seek(int(self.payload_start[position]))
+        return json.loads(self._payload_handle.read(int(self.payload_length[position])))
 
     def document_embeddings(self, document_id: str) -> np.ndarray:
         """The stored (normalised, float16) token vectors of one document, as float32."""
@@ -693,7 +701,8 @@ class VoyagerIndex(Base):
         return results
 
     def close(self) -> None:
-        """Release the writer lock (also released when the process ends)."""
+        """Release the writer lock and open files (also released when the process ends)."""
+        self._derive()
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
