@@ -16,6 +16,7 @@ MODULES = [
     "colbert_az_pylate.training.data",
     "colbert_az_pylate.training.sources",
     "colbert_az_pylate.training.dataset",
+    "colbert_az_pylate.training.config",
 ]
 
 
