@@ -216,18 +216,18 @@ WRITER = textwrap.dedent(
     from colbert_az_pylate.retrieval import voyager_index as module
 
     folder, mode, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    calls = {"n": 0}
+    calls = {"replace": 0, "cleanup": 0}
     real_replace = os.replace
 
     def replace_then_maybe_die(source, target):
-        calls["n"] += 1
-        if mode == "before-rename" and calls["n"] == at:
+        calls["replace"] += 1
+        if mode == "before-rename" and calls["replace"] == at:
             os.kill(os.getpid(), signal.SIGKILL)
         real_replace(source, target)
 
     def die_on_second_cleanup(self):  # the first cleanup follows the creation of the empty index
-        calls["n"] += 1
-        if calls["n"] == 2:
+        calls["cleanup"] += 1
+        if calls["cleanup"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
     module.os.replace = replace_then_maybe_die
@@ -236,7 +236,7 @@ WRITER = textwrap.dedent(
     rng = np.random.default_rng(0)
     index = module.VoyagerIndex(folder, "idx", embedding_size=16)
     batch = len(index) // 40
-    while True:
+    for _ in range(200):  # bounded: a writer that is never killed must end (and fail the test), not fill the disk
         ids = [f"b{batch}-{i}" for i in range(40)]
         vectors = [np.full((4, 16), batch + 1, np.float32) + rng.standard_normal((4, 16)).astype(np.float32) * 0.01
                    for _ in ids]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,25 +258,24 @@ class VoyagerIndex(Base):
 
     def _open(self) -> None:
         """Load the committed state; retried when a writer replaces the generation while we read it."""
-        for attempt in range(5):
+        for attempt in range(20):
             manifest = self._read_manifest()
             try:
                 self._load(manifest)
                 return
             except FileNotFoundError:
-                if attempt == 4:
+                if attempt == 19:
                     raise
+                time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
-    def _check_file(self, name: str, manifest: dict) -> Path:
+    def _read_checked(self, name: str, manifest: dict) -> bytes:
+        """The bytes of a generation file, read once (a writer may delete it right after) and checksummed."""
         path = self.path / name
-        expected = manifest["files"][name]
-        if not path.exists():
-            raise FileNotFoundError(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != expected:
+        data = path.read_bytes()  # FileNotFoundError: a writer moved on; _open retries with the new manifest
+        if hashlib.sha256(data).hexdigest() != manifest["files"][name]:
             raise IndexFormatError(f"{path} does not match its checksum: the index is corrupted; rebuild it")
-        return path
+        return data
 
     def _load(self, manifest: dict) -> None:
         from voyager import Index
@@ -294,21 +295,23 @@ class VoyagerIndex(Base):
             kind: f"{kind}.{self.generation}.{ext}"
             for kind, ext in (("hnsw", "voyager"), ("docs", "npz"), ("ids", "json"))
         }
-        docs_path = self._check_file(names["docs"], manifest)
-        ids_path = self._check_file(names["ids"], manifest)
-        graph_path = self._check_file(names["hnsw"], manifest)
-        with np.load(docs_path, allow_pickle=False) as arrays:
+        docs = self._read_checked(names["docs"], manifest)
+        ids = self._read_checked(names["ids"], manifest)
+        graph = self._read_checked(names["hnsw"], manifest)
+        with np.load(io.BytesIO(docs), allow_pickle=False) as arrays:
             for key in ("doc_start", "doc_length", "payload_start", "payload_length", "alive", "label_doc"):
                 setattr(self, key, arrays[key])
-        self.doc_ids = json.loads(ids_path.read_text(encoding="utf-8"))
+        self.doc_ids = json.loads(ids.decode("utf-8"))
         try:
-            self.graph = Index.load(str(graph_path)) if len(self.label_doc) else self._new_graph()
+            self.graph = Index.load(io.BytesIO(graph)) if len(self.label_doc) else self._new_graph()
         except Exception as exc:  # voyager raises RuntimeError/ValueError on damaged files
-            raise IndexFormatError(f"cannot load {graph_path}: {exc}; rebuild the index") from exc
+            raise IndexFormatError(f"cannot load {self.path / names['hnsw']}: {exc}; rebuild the index") from exc
         for path, needed in (
             (self.vectors_file, self.rows * self.embedding_size * 2),
             (self.payloads_file, self.payload_bytes),
         ):
+            if needed and not path.exists():
+                raise FileNotFoundError(path)  # compacted away by a writer: _open retries
             size = path.stat().st_size if path.exists() else 0
             if size < needed:
                 raise IndexFormatError(f"{path} is truncated ({size} of {needed} bytes); rebuild the index")
