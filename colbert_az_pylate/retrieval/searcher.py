@@ -249,7 +249,7 @@ class Searcher:
         k: int = 10,
         *,
         exact: bool = False,
-        k_token: int = 64,
+        k_token: int = 128,
         subset: Sequence[str] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Ranked hits for one query (a list of :class:`Hit`) or for several (a list of lists).

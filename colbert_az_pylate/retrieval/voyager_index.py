@@ -163,7 +163,7 @@ class VoyagerIndex(Base):
         embedding_size: int = 128,
         M: int = 16,  # noqa: N803 - pylate's name
         ef_construction: int = 100,
-        ef_search: int = 128,
+        ef_search: int = 256,
         *,
         model: ModelSignature | None = None,
         storage: str = "float8",
@@ -642,7 +642,7 @@ class VoyagerIndex(Base):
         self,
         queries_embeddings,
         k: int = 10,
-        k_token: int = 64,
+        k_token: int = 128,
         subset: Sequence[str] | None = None,
         candidates: int | None = None,
     ) -> list[list[dict]]:
