@@ -337,3 +337,12 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_compacts(tmp_path, documents
     assert reader.search(queries, k=3) == before and reader.payload("d0") == {"n": 0}
     reader.refresh()
     assert "d0" not in reader and len(reader) == 28 and reader.payload("d29") == {"n": 29}
+
+
+def test_a_degenerate_graph_still_answers_instead_of_raising_voyagers_recall_error(tmp_path):
+    identical = [np.ones((4, DIM), np.float32) for _ in range(60)]
+    index = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, M=4, ef_construction=8)
+    index.add_documents([f"d{i}" for i in range(60)], identical)
+    index.remove_documents([f"d{i}" for i in range(0, 60, 2)])
+    hits = index.search([np.ones((2, DIM), np.float32)], k=5, k_token=200)[0]
+    assert len(hits) == 5 and all(int(h["id"][1:]) % 2 == 1 for h in hits)

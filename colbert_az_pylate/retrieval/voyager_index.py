@@ -613,11 +613,24 @@ class VoyagerIndex(Base):
     def _query_graph(self, queries: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
         if not self._positions:
             raise ColbertAzError("the index is empty; add documents before searching")
+        from voyager import RecallError
+
         k = min(k, self.live_labels)
         stacked = np.concatenate(queries)
-        labels, distances = self.graph.query(
-            stacked, k=k, num_threads=self.num_threads, query_ef=max(self.ef_search, k)
-        )
+        query_ef = max(self.ef_search, k)
+        while True:
+            try:
+                labels, distances = self.graph.query(stacked, k=k, num_threads=self.num_threads, query_ef=query_ef)
+                break
+            except RecallError:
+                # HNSW can find fewer than k neighbours (many deleted or identical vectors): widen the search,
+                # then ask for fewer neighbours; the exact rerank keeps the scores right either way.
+                if query_ef < 8 * max(self.ef_search, k):
+                    query_ef *= 2
+                elif k > 1:
+                    k //= 2
+                else:
+                    raise
         return labels.astype(np.int64), distances, [len(q) for q in queries]
 
     def __call__(self, queries_embeddings, k: int = 10) -> dict:
