@@ -217,7 +217,8 @@ def worker(args) -> dict:
                     return [[h["id"] for h in q] for q in index.search(batch, k=10, k_token=args.k_token)]
 
         result["build_s"] = time.perf_counter() - began
-        result["recall@10"] = recall(search(list(queries)), truth)
+        found = [hits for start in range(0, len(queries), 32) for hits in search(list(queries[start : start + 32]))]
+        result["recall@10"] = recall(found, truth)
         single = latencies(search, queries[: args.latency_queries], 1)
         batched = latencies(search, queries, 32)
         result.update(
@@ -238,8 +239,12 @@ def run_system(embeddings: Path, truth: Path, size: int, system: str, **settings
     command += ["--truth", str(truth)]
     for key, value in settings.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result = json.loads(output.strip().splitlines()[-1])
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:  # recorded, not fatal: one failed system must not lose the others' figures
+        error = (finished.stderr.strip().splitlines() or [f"exit {finished.returncode}"])[-1]
+        result = {"system": system, "size": size, "error": error}
+    else:
+        result = json.loads(finished.stdout.strip().splitlines()[-1])
     result.update(settings)
     print(json.dumps(result), file=sys.stderr, flush=True)
     return result
@@ -260,7 +265,8 @@ TRADEOFF_GRID = [
 def report(results: list[dict]) -> str:
     """Markdown tables: each system at equal settings (ratios against pylate's Voyager of the same run), then
     the settings sweep of VoyagerIndex if present."""
-    lines = []
+    lines = [f"- {r['system']} at {r['size']:,} documents failed: {r['error']}" for r in results if "error" in r]
+    results = [r for r in results if "error" not in r]
     sizes = sorted({r["size"] for r in results})
     for size in sizes:
         rows = [r for r in results if r["size"] == size]
