@@ -281,16 +281,16 @@ def report(results: list[dict]) -> str:
         ]
         for r in equal + [r for r in rows if r not in equal]:
             faster = baseline["p50_ms"] / r["p50_ms"] if baseline else float("nan")
-            build = baseline["build_s"] / r["build_s"] if baseline and r["system"] != "exact" else float("nan")
+            build = f"{baseline['build_s'] / r['build_s']:.2f}" if baseline and r["system"] != "exact" else "-"
             settings = (
                 "| - | - | - | - "
-                if r["system"] == "exact"
+                if r["system"] in ("exact", "plaid")
                 else (f"| {r['M']} | {r['ef_construction']} | {r['ef_search']} | {r['k_token']} ")
             )
             lines.append(
                 f"| {r['system']}{'' if r['system'] != 'ours' else ' (' + r.get('storage', 'float8') + ')'} "
                 f"{settings}| {r['build_s']:.1f} | {r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build:.2f} | {faster:.2f} |"
+                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster:.2f} |"
             )
         lines.append("")
     return "\n".join(lines)
