@@ -134,6 +134,15 @@ def fixed_pylate_voyager(*args, **kwargs):
     return index
 
 
+def pool_documents(documents: list[np.ndarray], pool_factor: int) -> list[np.ndarray]:
+    """pylate's hierarchical token pooling (what ``ColBERT.encode(..., pool_factor=...)`` applies)."""
+    import torch
+    from pylate.models import ColBERT
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(d)) for d in documents]
+    return [p.numpy() for p in ColBERT.pool_embeddings_hierarchical(None, tensors, pool_factor=pool_factor)]
+
+
 def latencies(search, queries: np.ndarray, batch: int) -> list[float]:
     times = []
     for start in range(0, len(queries) - batch + 1, batch):
@@ -163,6 +172,9 @@ def worker(args) -> dict:
     settings = {"M": args.M, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
     try:
         began = time.perf_counter()
+        if args.pool_factor > 1:  # pooled at index time, counted in the build; truth stays unpooled exact MaxSim
+            documents = pool_documents(documents, args.pool_factor)
+            result["pooled_vectors"] = int(sum(len(d) for d in documents))
         if args.system == "exact":
             from colbert_az_pylate.scores import packed_maxsim_scores
 
@@ -250,15 +262,19 @@ def run_system(embeddings: Path, truth: Path, size: int, system: str, **settings
     return result
 
 
-# (M, ef_construction, graph storage, k_token) of VoyagerIndex swept by --tradeoff
+# (M, ef_construction, graph storage, k_token, pool_factor) of VoyagerIndex swept by --tradeoff
 TRADEOFF_GRID = [
-    (8, 64, "float8", 128),
-    (16, 64, "float8", 128),
-    (16, 100, "float32", 128),
-    (32, 100, "float8", 128),
-    (16, 100, "float8", 64),
-    (16, 100, "float8", 96),
-    (16, 100, "float8", 256),
+    (16, 64, "float8", 256, 1),  # the defaults of VoyagerIndex
+    (8, 64, "float8", 256, 1),
+    (16, 64, "float8", 256, 2),  # document tokens pooled 2:1 (pylate's hierarchical pooling)
+    (16, 64, "float8", 128, 2),
+    (8, 64, "float8", 128, 1),
+    (16, 64, "float8", 128, 1),
+    (16, 100, "float32", 128, 1),
+    (32, 100, "float8", 128, 1),
+    (16, 100, "float8", 64, 1),
+    (16, 100, "float8", 96, 1),
+    (16, 100, "float8", 256, 1),
 ]
 
 
@@ -287,8 +303,12 @@ def report(results: list[dict]) -> str:
                 if r["system"] in ("exact", "plaid")
                 else (f"| {r['M']} | {r['ef_construction']} | {r['ef_search']} | {r['k_token']} ")
             )
+            label = r["system"]
+            if r["system"] == "ours":
+                pooled = f", pool {r['pool_factor']}" if r.get("pool_factor", 1) > 1 else ""
+                label += f" ({r.get('storage', 'float8')}{pooled})"
             lines.append(
-                f"| {r['system']}{'' if r['system'] != 'ours' else ' (' + r.get('storage', 'float8') + ')'} "
+                f"| {label} "
                 f"{settings}| {r['build_s']:.1f} | {r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
                 f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster:.2f} |"
             )
@@ -298,7 +318,8 @@ def report(results: list[dict]) -> str:
 
 def _same_settings(result: dict, baseline: dict) -> bool:
     keys = ("M", "ef_construction", "ef_search", "k_token")
-    return all(result.get(k) == baseline.get(k) for k in keys) and result.get("storage", "float8") == "float8"
+    same = all(result.get(k) == baseline.get(k) for k in keys)
+    return same and result.get("storage", "float8") == "float8" and result.get("pool_factor", 1) == 1
 
 
 def main() -> None:
@@ -320,6 +341,7 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--k-token", type=int, default=64)
     parser.add_argument("--storage", default="float8")
+    parser.add_argument("--pool-factor", type=int, default=1, help="pool document tokens (pylate) before indexing")
     args = parser.parse_args()
     if args.report:
         print(report([r for path in args.report for r in json.loads(Path(path).read_text())]))
@@ -347,8 +369,9 @@ def main() -> None:
         if args.tradeoff:
             pylate_defaults = {"M": 64, "ef_construction": 200, "ef_search": 200, "k_token": 100}
             results.append(run_system(embeddings, truth, size, "pylate", **pylate_defaults))
-            for m, ef_c, storage, k_token in TRADEOFF_GRID:
+            for m, ef_c, storage, k_token, pool in TRADEOFF_GRID:
                 settings = {"M": m, "ef_construction": ef_c, "ef_search": 256, "k_token": k_token, "storage": storage}
+                settings["pool_factor"] = pool
                 results.append(run_system(embeddings, truth, size, "ours", **settings))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=1))

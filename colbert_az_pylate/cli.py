@@ -74,7 +74,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
     searcher = Searcher(
-        args.model, args.index, backend=args.backend, override=args.override, batch_size=args.batch_size
+        args.model,
+        args.index,
+        backend=args.backend,
+        override=args.override,
+        batch_size=args.batch_size,
+        pool_factor=args.pool_factor,
     )
     searcher.show_progress_bar = not args.json
     searcher.index(corpus.texts, ids=corpus.ids, metadata=corpus.metadata or None, upsert=args.upsert)
@@ -189,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colbert-az",
-        description="LocalDoc/colbert-az as an exact pylate model: convert, verify, evaluate, index, search.",
+        description="LocalDoc/colbert-az as an exact pylate model: convert, verify, evaluate, index, search, train.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -231,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     index.add_argument("--override", action="store_true", help="start the index afresh")
     index.add_argument("--upsert", action="store_true", help="replace documents whose id is already indexed")
+    index.add_argument(
+        "--pool-factor",
+        type=int,
+        default=1,
+        help="pool document token vectors about N:1 (pylate's hierarchical pooling; default 1 = none)",
+    )
     index.add_argument(
         "--backend",
         choices=["voyager", "plaid"],

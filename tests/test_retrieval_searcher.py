@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from colbert_az_pylate.cli import main
@@ -51,6 +52,26 @@ def test_rerank_needs_no_index_and_orders_like_the_reference(searcher, checkpoin
     assert [h.id for h in rerank(searcher.model, QUERIES[0], CORPUS)] == [h.id for h in hits]
     assert [int(h.id) for h in hits] == sorted(range(len(CORPUS)), key=lambda i: -float(expected[i]))[: len(hits)]
     assert hits[0].score == pytest.approx(float(expected.max()), rel=1e-4)
+
+
+def test_pooled_documents_are_pylates_pooled_vectors_and_search_over_them(gemma_model, searcher, tmp_path):
+    pooled = Searcher(gemma_model, tmp_path / "pooled", pool_factor=2, show_progress_bar=False)
+    ids = [f"doc{i}" for i in range(len(CORPUS))]
+    pooled.index(CORPUS, ids=ids)
+    expected = pooled.model.encode(CORPUS, is_query=False, pool_factor=2, convert_to_numpy=True)
+    stored = [pooled.index_store.document_embeddings(i) for i in ids]
+    unpooled = [searcher.index_store.document_embeddings(i) for i in ids]
+    assert sum(map(len, stored)) < 0.75 * sum(map(len, unpooled))
+    for got, want in zip(stored, expected, strict=True):  # the store L2-normalises (as pylate's Voyager) in float16
+        np.testing.assert_allclose(got, want / np.linalg.norm(want, axis=1, keepdims=True), atol=2e-3)
+    for query in QUERIES:
+        assert [h.id for h in pooled.search(query, k=5)] == [h.id for h in pooled.search(query, k=5, exact=True)]
+
+
+@pytest.mark.parametrize("factor", [0, 1.5, True])
+def test_a_bad_pool_factor_is_refused(gemma_model, tmp_path, factor):
+    with pytest.raises(ColbertAzError, match="pool_factor must be an integer >= 1"):
+        Searcher(gemma_model, tmp_path / "index", pool_factor=factor)
 
 
 def test_delete_and_upsert_through_the_searcher(searcher):

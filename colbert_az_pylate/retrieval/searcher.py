@@ -79,6 +79,9 @@ class Searcher:
 
     ``model`` is a pylate ColBERT or anything :func:`colbert_az_pylate.load` accepts (the folder's manifest
     records it, so ``Searcher.open(folder)`` finds it again). ``index_settings`` go to :class:`VoyagerIndex`.
+    ``pool_factor > 1`` pools each document's token vectors about ``pool_factor``:1 when it is encoded (pylate's
+    hierarchical pooling): a smaller, faster-to-build index at some recall (docs/benchmarks.md has the trade-off);
+    queries are never pooled. Pass the same value whenever you add to the same index.
 
     >>> from colbert_az_pylate.retrieval import Searcher
     >>> searcher = Searcher("./colbert-az-pylate", "./my-index")  # doctest: +SKIP
@@ -96,11 +99,15 @@ class Searcher:
         override: bool = False,
         read_only: bool = False,
         batch_size: int = 32,
+        pool_factor: int = 1,
         show_progress_bar: bool | None = None,
         **index_settings,
     ) -> None:
         if backend not in BACKENDS:
             raise ColbertAzError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
+            raise ColbertAzError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
+        self.pool_factor = pool_factor
         self.model, name = _resolve_model(model)
         self.folder, self.backend, self.override = Path(folder), backend, override
         self.batch_size = batch_size
@@ -151,13 +158,17 @@ class Searcher:
         return self.show_progress_bar if self.show_progress_bar is not None else count > 256
 
     def encode_documents(self, documents: Sequence[str]) -> list[np.ndarray]:
-        return self.model.encode(
+        """Document token vectors; with ``pool_factor > 1`` pooled by pylate's hierarchical token pooling
+        (about ``1 / pool_factor`` of the vectors, the first one kept as is)."""
+        vectors = self.model.encode(
             list(documents),
             is_query=False,
             batch_size=self.batch_size,
             show_progress_bar=self._progress(len(documents)),
             convert_to_numpy=True,
+            pool_factor=self.pool_factor,
         )
+        return [np.asarray(v, dtype=np.float32) for v in vectors]
 
     def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
         return self.model.encode(
@@ -249,7 +260,7 @@ class Searcher:
         k: int = 10,
         *,
         exact: bool = False,
-        k_token: int = 128,
+        k_token: int = 256,
         subset: Sequence[str] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Ranked hits for one query (a list of :class:`Hit`) or for several (a list of lists).

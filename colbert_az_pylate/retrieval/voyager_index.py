@@ -162,7 +162,7 @@ class VoyagerIndex(Base):
         override: bool = False,
         embedding_size: int = 128,
         M: int = 16,  # noqa: N803 - pylate's name
-        ef_construction: int = 100,
+        ef_construction: int = 64,
         ef_search: int = 256,
         *,
         model: ModelSignature | None = None,
@@ -601,7 +601,8 @@ class VoyagerIndex(Base):
         return json.loads(self._payload_handle.read(int(self.payload_length[position])))
 
     def document_embeddings(self, document_id: str) -> np.ndarray:
-        """The stored (normalised, float16) token vectors of one document, as float32."""
+        """The stored token vectors of one document, as float32: L2-normalised on add (as pylate's Voyager returns
+        them from its cosine graph; a no-op for model outputs, which are normalised) and kept as float16."""
         position = self._positions[document_id]
         start = int(self.doc_start[position])
         return np.asarray(self.vectors[start : start + int(self.doc_length[position])], np.float32)
@@ -655,7 +656,7 @@ class VoyagerIndex(Base):
         self,
         queries_embeddings,
         k: int = 10,
-        k_token: int = 128,
+        k_token: int = 256,
         subset: Sequence[str] | None = None,
         candidates: int | None = None,
     ) -> list[list[dict]]:
