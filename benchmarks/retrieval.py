@@ -296,7 +296,7 @@ def report(results: list[dict]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in equal + [r for r in rows if r not in equal]:
-            faster = baseline["p50_ms"] / r["p50_ms"] if baseline else float("nan")
+            faster = f"{baseline['p50_ms'] / r['p50_ms']:.2f}" if baseline else "-"
             build = f"{baseline['build_s'] / r['build_s']:.2f}" if baseline and r["system"] != "exact" else "-"
             settings = (
                 "| - | - | - | - "
@@ -310,7 +310,7 @@ def report(results: list[dict]) -> str:
             lines.append(
                 f"| {label} "
                 f"{settings}| {r['build_s']:.1f} | {r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster:.2f} |"
+                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster} |"
             )
         lines.append("")
     return "\n".join(lines)

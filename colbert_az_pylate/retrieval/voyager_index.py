@@ -526,15 +526,13 @@ class VoyagerIndex(Base):
         first_label = len(self.label_doc)
         labels = list(range(first_label, first_label + len(stacked)))
         step = GRAPH_CHUNK
-        for start in tqdm(
-            range(0, len(stacked), step),
-            desc="Building the graph",
-            unit_scale=step,
-            disable=not self._show(len(stacked)),
-        ):
-            self.graph.add_items(
-                stacked[start : start + step], ids=labels[start : start + step], num_threads=self.num_threads
-            )
+        with tqdm(
+            total=len(stacked), desc="Building the graph", unit="vectors", disable=not self._show(len(stacked))
+        ) as progress:
+            for start in range(0, len(stacked), step):
+                chunk = stacked[start : start + step]
+                self.graph.add_items(chunk, ids=labels[start : start + step], num_threads=self.num_threads)
+                progress.update(len(chunk))
         first_doc = len(self.doc_ids)
         self.doc_ids.extend(documents_ids)
         self.doc_start = np.concatenate([self.doc_start, self.rows + np.cumsum(lengths) - lengths])
