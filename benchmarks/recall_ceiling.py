@@ -28,10 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import retrieval as bench  # the benchmark's corpus and cache
 
 
-def recall(found: list[list], truth: np.ndarray) -> float:
-    return float(np.mean([len({int(i) for i in f} & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=50_000)
@@ -81,9 +77,9 @@ def main() -> None:
                 "vectors": len(packed),
                 "k_token": args.k_token,
                 "build_s": round(build, 1),
-                "recall@10 VoyagerIndex.search": round(recall(ours, truth), 3),
-                "recall@10 pylate retrieve.ColBERT over VoyagerIndex": round(recall(in_pylate, truth), 3),
-                "recall@10 exact token neighbours (ceiling)": round(recall(ceiling, truth), 3),
+                "recall@10 VoyagerIndex.search": round(bench.recall(ours, truth), 3),
+                "recall@10 pylate retrieve.ColBERT over VoyagerIndex": round(bench.recall(in_pylate, truth), 3),
+                "recall@10 exact token neighbours (ceiling)": round(bench.recall(ceiling, truth), 3),
             }
         )
     )
