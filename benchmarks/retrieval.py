@@ -135,12 +135,10 @@ def fixed_pylate_voyager(*args, **kwargs):
 
 
 def pool_documents(documents: list[np.ndarray], pool_factor: int) -> list[np.ndarray]:
-    """pylate's hierarchical token pooling (what ``ColBERT.encode(..., pool_factor=...)`` applies)."""
-    import torch
-    from pylate.models import ColBERT
+    """pylate's hierarchical token pooling, as ``Searcher(..., pool_factor=...)`` applies it."""
+    from colbert_az_pylate.retrieval.pooling import pool_document_tokens
 
-    tensors = [torch.from_numpy(np.ascontiguousarray(d)) for d in documents]
-    return [p.numpy() for p in ColBERT.pool_embeddings_hierarchical(None, tensors, pool_factor=pool_factor)]
+    return [pool_document_tokens(d, pool_factor) for d in documents]
 
 
 def latencies(search, queries: np.ndarray, batch: int) -> list[float]:

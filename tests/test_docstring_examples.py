@@ -17,6 +17,9 @@ MODULES = [
     "colbert_az_pylate.training.sources",
     "colbert_az_pylate.training.dataset",
     "colbert_az_pylate.training.config",
+    "colbert_az_pylate.retrieval.pooling",
+    "colbert_az_pylate.retrieval.voyager_index",
+    "colbert_az_pylate.retrieval.plaid_index",
 ]
 
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from colbert_az_pylate.errors import ColbertAzError
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+from colbert_az_pylate.retrieval.pooling import pool_document_tokens
 from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
 from colbert_az_pylate.scores import packed_maxsim_scores
 
@@ -159,16 +160,19 @@ class Searcher:
 
     def encode_documents(self, documents: Sequence[str]) -> list[np.ndarray]:
         """Document token vectors; with ``pool_factor > 1`` pooled by pylate's hierarchical token pooling
-        (about ``1 / pool_factor`` of the vectors, the first one kept as is)."""
+        (:func:`~colbert_az_pylate.retrieval.pooling.pool_document_tokens`: about ``1 / pool_factor`` of the
+        vectors, the first one kept as is)."""
         vectors = self.model.encode(
             list(documents),
             is_query=False,
             batch_size=self.batch_size,
             show_progress_bar=self._progress(len(documents)),
             convert_to_numpy=True,
-            pool_factor=self.pool_factor,
         )
-        return [np.asarray(v, dtype=np.float32) for v in vectors]
+        vectors = [np.asarray(v, dtype=np.float32) for v in vectors]
+        if self.pool_factor > 1:
+            vectors = [pool_document_tokens(v, self.pool_factor) for v in vectors]
+        return vectors
 
     def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
         return self.model.encode(
