@@ -1,7 +1,9 @@
-"""The ``colbert-az`` command: ``convert`` and ``verify``.
+"""The ``colbert-az`` command: convert, verify, evaluate, train, index, search, demo.
 
-Human summaries by default, ``--json`` for machines; bad input ends with a one-line ``error:`` message and
-exit code 2, a failed parity check with exit code 1.
+Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
+failed, 2 bad input (one ``error:`` line saying what is wrong and what to do), 3 internal error (one line;
+``COLBERT_AZ_DEBUG=1`` shows the traceback), 130 interrupted (Ctrl-C; nothing half-written is kept).
+Only the command that runs imports torch, so ``--help`` and argument errors are instant.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from colbert_az_pylate.errors import ColbertAzError, ParityError
+from colbert_az_pylate.errors import ColbertAzError, ParityError, first_line
 
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "COLBERT_AZ_DEBUG"
 
 
 def _progress(enabled: bool):
@@ -310,16 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Run the ``colbert-az`` command; returns its exit code (see the module docstring)."""
     try:
+        args = build_parser().parse_args(argv)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return args.handler(args)
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_PARITY_FAILED
-    except (ColbertAzError, ValueError) as exc:
+    except ColbertAzError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `colbert-az search … | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {first_line(exc)} "
+            f"(a bug in colbert-az-pylate; rerun with {DEBUG_ENV}=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -1,6 +1,12 @@
 """Errors raised by colbert_az_pylate.
 
-Every error carries a one-line message that says what is wrong and what to do; the CLI prints it as is.
+One policy: every error caused by the caller's input (an argument, a file, a folder, a config) is a
+:class:`ColbertAzError` carrying a one-line message that says what is wrong and what to do; the CLI prints it as is
+and exits 2. Any other exception is a bug of ours: the CLI prints a short "internal error" line and exits 3.
+
+>>> from colbert_az_pylate.errors import InvalidArgumentError, ColbertAzError
+>>> issubclass(InvalidArgumentError, ColbertAzError), issubclass(InvalidArgumentError, ValueError)
+(True, True)
 """
 
 from __future__ import annotations
@@ -8,6 +14,18 @@ from __future__ import annotations
 
 class ColbertAzError(Exception):
     """Base class of every error this package raises on bad input."""
+
+
+class InvalidArgumentError(ColbertAzError, ValueError):
+    """An argument has the wrong type or value (``k=0``, ``batch_size=-3``, non-JSON metadata …)."""
+
+
+class DataFormatError(ColbertAzError, ValueError):
+    """An input file or row is malformed (a corpus, triplets, a data set, a qrels file …); the message names where."""
+
+
+class ConfigError(DataFormatError):
+    """A training config (YAML) has an unknown key or a value of the wrong type."""
 
 
 class CheckpointError(ColbertAzError):
@@ -27,7 +45,7 @@ class TokenizerError(CheckpointError):
 
 
 class OutputExistsError(ColbertAzError):
-    """The output folder exists and ``overwrite`` was not given."""
+    """The output folder exists and ``overwrite`` was not given, or writing it would destroy something else."""
 
 
 class ParityError(ColbertAzError):
@@ -39,4 +57,18 @@ class IndexFormatError(ColbertAzError):
 
 
 class IndexLockedError(ColbertAzError):
-    """Another process is writing to the same index folder."""
+    """Another writer holds the same index folder."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name: for one-line error messages.
+
+    >>> first_line(OSError("disk full\\nmore detail"))
+    'disk full'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
