@@ -31,7 +31,15 @@ _LAZY = {
     "ReferenceColBERT": "colbert_az_pylate.reference",
 }
 
-__all__ = ["ColbertAzError", *_LAZY]
+__all__ = [
+    "ColbertAzError",
+    "ConversionReport",
+    "ParityReport",
+    "ReferenceColBERT",
+    "convert",
+    "load",
+    "verify",
+]
 
 
 def __getattr__(name: str):
