@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from colbert_az_pylate.console import quiet_third_party
 from colbert_az_pylate.errors import ColbertAzError, ParityError, first_line
 
 EXIT_PARITY_FAILED = 1
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``colbert-az`` command; returns its exit code (see the module docstring)."""
     try:
         args = build_parser().parse_args(argv)
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        quiet_third_party()
         return args.handler(args)
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
