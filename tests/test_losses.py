@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from pylate.losses import Distillation
 
 from colbert_az_pylate import load
+from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.losses import DistillationInfoNCE
+from colbert_az_pylate.scores import maxsim_scores
 
 QUERIES = ["bakı paytaxt", "nizami şair"]
 DOCUMENTS = [
@@ -28,16 +30,16 @@ def _features(model):
 
 
 def _independent_scores(model) -> torch.Tensor:
+    """The card's MaxSim, each document's real tokens only."""
     queries_features, documents_features = _features(model)
     q = F.normalize(model(queries_features)["token_embeddings"], dim=-1)
     d = F.normalize(model(documents_features)["token_embeddings"], dim=-1)
-    mask = documents_features["attention_mask"].float()
+    mask = documents_features["attention_mask"].bool()
     scores = torch.zeros(2, 3)
     for b in range(2):
         for j in range(3):
             doc = 3 * b + j
-            similarity = (q[b] @ d[doc].T) * mask[doc]  # pylate zeroes masked document tokens
-            scores[b, j] = similarity.max(dim=1).values.sum()
+            scores[b, j] = (q[b] @ d[doc][mask[doc]].T).max(dim=1).values.sum()
     return scores
 
 
@@ -51,8 +53,8 @@ def test_default_loss_is_the_cards_formula(model):
     assert loss.item() == pytest.approx((0.7 * kl + 0.3 * infonce).item(), rel=1e-4)
 
 
-def test_alpha_1_equals_pylates_distillation_without_score_normalisation(model):
-    ours = DistillationInfoNCE(model, alpha=1.0)(_features(model), TEACHER)
+def test_alpha_1_with_zero_padding_equals_pylates_distillation_without_score_normalisation(model):
+    ours = DistillationInfoNCE(model, alpha=1.0, padding="zero")(_features(model), TEACHER)
     theirs = Distillation(model, normalize_scores=False)(_features(model), TEACHER)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
 
@@ -72,9 +74,9 @@ def test_in_batch_negatives_rank_the_positive_among_every_document(model):
     with torch.no_grad():
         q = F.normalize(model(queries_features)["token_embeddings"], dim=-1)
         d = F.normalize(model(documents_features)["token_embeddings"], dim=-1)
-        mask = documents_features["attention_mask"].float()
+        mask = documents_features["attention_mask"].bool()
         s = torch.stack([
-            torch.stack([((q[b] @ d[j].T) * mask[j]).max(dim=1).values.sum() for j in range(6)]) for b in range(2)
+            torch.stack([(q[b] @ d[j][mask[j]].T).max(dim=1).values.sum() for j in range(6)]) for b in range(2)
         ])  # fmt: skip
     expected = F.cross_entropy(s / 0.05, torch.tensor([0, 3]))
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
@@ -96,14 +98,94 @@ def test_loss_backpropagates_into_the_projection(model):
     ],
 )
 def test_bad_labels_are_refused(model, labels, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgumentError, match=message):
         DistillationInfoNCE(model)(_features(model), labels)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"alpha": 1.5}, "alpha"), ({"temperature": 0}, "temperature"), ({"kl_direction": "x"}, "kl_direction")],
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"temperature": 0}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"student_kl_temperature": 0}, "student_kl_temperature"),
+        ({"kl_direction": "x"}, "kl_direction"),
+        ({"padding": "mask"}, "padding"),
+    ],
 )
 def test_bad_parameters_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgumentError, match=message):
         DistillationInfoNCE(object(), **kwargs)
+
+
+LONG = " ".join(["Azərbaycan Respublikasının paytaxtı Bakı şəhəridir və Xəzər dənizinin sahilində yerləşir."] * 6)
+PADDING_QUERIES = ["bakı paytaxt", "xəzər dənizi sahili"]
+PADDING_DOCUMENTS = ["bakı", LONG, "x", "dəniz", "şəki", LONG[:200]]  # groups of 3, from 3 to 100+ tokens
+
+
+@pytest.fixture(scope="module")
+def centred(model, checkpoints):
+    """The model and the card's reference with the mean hidden direction projected out of the projection.
+
+    The tiny random backbone's vectors share one dominant direction, so every similarity is positive and padding
+    could not matter; without it some query tokens have only negative similarities to a short document's tokens.
+    """
+    import copy
+
+    from colbert_az_pylate.reference import ReferenceColBERT  # after load: see the package's import order
+
+    centred = copy.deepcopy(model)
+    with torch.no_grad():
+        hidden = centred[0](model.tokenize(PADDING_DOCUMENTS, is_query=False))["token_embeddings"]
+        mean = F.normalize(hidden.reshape(-1, hidden.size(-1)).mean(dim=0), dim=0)
+        weight = centred[1].linear.weight
+        weight.copy_(weight - weight @ mean[:, None] * mean[None, :])
+    reference = ReferenceColBERT.from_pretrained(checkpoints["wordpiece"])
+    with torch.no_grad():
+        reference.projection.weight.copy_(weight)
+    return centred, reference
+
+
+def _padding_features(model):
+    return [model.tokenize(PADDING_QUERIES, is_query=True), model.tokenize(PADDING_DOCUMENTS, is_query=False)]
+
+
+def test_student_scores_are_the_cards_maxsim_on_documents_of_very_different_lengths(centred):
+    """A 3-token document padded to 100+ tokens scores exactly its own MaxSim, as the card's code computes it."""
+    model, reference = centred
+    features = _padding_features(model)
+    lengths = features[1]["attention_mask"].sum(dim=1)
+    assert lengths.max() > 10 * lengths.min()
+    with torch.no_grad():
+        ours, _ = DistillationInfoNCE(model).student_scores(features, group_size=3)
+        pylates, _ = DistillationInfoNCE(model, padding="zero").student_scores(features, group_size=3)
+        q = F.normalize(model(features[0])["token_embeddings"], dim=-1)
+        d = F.normalize(model(features[1])["token_embeddings"], dim=-1)
+    mask = features[1]["attention_mask"]
+    own = torch.stack([maxsim_scores(q[b : b + 1], d[3 * b : 3 * b + 3], mask[3 * b : 3 * b + 3])[0] for b in range(2)])
+    card = reference.score(PADDING_QUERIES, PADDING_DOCUMENTS)
+    card = torch.stack([card[b, 3 * b : 3 * b + 3] for b in range(2)])
+    assert torch.allclose(ours, own, atol=1e-5)
+    assert torch.allclose(ours, card, rtol=1e-4, atol=1e-4)
+    # the data bites: pylate's zero floor lifts the scores of the padded documents above the card's
+    assert (pylates - card).max() > 0.05
+
+
+def test_in_batch_scores_are_the_cards_maxsim_for_every_pair(centred):
+    model, reference = centred
+    features = _padding_features(model)
+    with torch.no_grad():
+        _, every = DistillationInfoNCE(model, in_batch_negatives=True).student_scores(features, group_size=3)
+        _, pylates = DistillationInfoNCE(model, in_batch_negatives=True, padding="zero").student_scores(features, 3)
+    card = reference.score(PADDING_QUERIES, PADDING_DOCUMENTS)
+    assert torch.allclose(every, card, rtol=1e-4, atol=1e-4)
+    assert (pylates - card).max() > 0.05
+
+
+def test_loss_docstring_examples_run():
+    import doctest
+
+    from colbert_az_pylate.losses import distillation_infonce
+
+    result = doctest.testmod(distillation_infonce, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 6 and result.failed == 0

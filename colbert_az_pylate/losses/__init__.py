@@ -1,5 +1,10 @@
 """Training losses with pylate's calling convention."""
 
-from colbert_az_pylate.losses.distillation_infonce import DistillationInfoNCE
+from colbert_az_pylate.losses.distillation_infonce import (
+    DistillationInfoNCE,
+    all_pairs_maxsim_scores,
+    distillation_infonce,
+    group_maxsim_scores,
+)
 
-__all__ = ["DistillationInfoNCE"]
+__all__ = ["DistillationInfoNCE", "all_pairs_maxsim_scores", "distillation_infonce", "group_maxsim_scores"]
