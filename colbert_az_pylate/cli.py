@@ -72,12 +72,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_PARITY_FAILED
 
 
+def _check_count_flag(flag: str, value: int) -> int:
+    """A count given on the command line (``-k``, ``--batch-size``): refused before any import, file or model."""
+    from colbert_az_pylate.errors import InvalidArgumentError
+
+    if value < 1:
+        raise InvalidArgumentError(f"{flag} must be a whole number >= 1, got {value}")
+    return value
+
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _terminal_safe(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``, ``\\x07``, ``\\u202e``): a document or an id
+    printed to a terminal cannot move the cursor, ring the bell, change colours or reorder the line."""
+    import unicodedata
+
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        else char
+        for char in text
+    )
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    _check_count_flag("--batch-size", args.batch_size)
+    _check_count_flag("--pool-factor", args.pool_factor)
     from colbert_az_pylate.retrieval.corpus import read_corpus
-    from colbert_az_pylate.retrieval.searcher import Searcher
+    from colbert_az_pylate.retrieval.searcher import Searcher, check_metadata
 
     step = _progress(not args.json)
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
+    check_metadata(corpus.metadata or None, corpus.ids)  # before the index folder is created or anything encoded
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
     searcher = Searcher(
         args.model,
@@ -99,6 +129,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    _check_count_flag("-k", args.k)
     from colbert_az_pylate.retrieval.searcher import Searcher
 
     searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False)
@@ -110,14 +141,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     for query, hits in zip(args.queries, results, strict=True):
-        print(f"{query}")
+        print(_terminal_safe(query))
         for rank, hit in enumerate(hits, 1):
             text = " ".join((hit.text or "").split())
-            print(f"  {rank:>3}. {hit.score:7.3f}  {hit.id:<20} {text[:100]}")
+            print(f"  {rank:>3}. {hit.score:7.3f}  {_terminal_safe(hit.id):<20} {_terminal_safe(text[:100])}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _check_count_flag("-k", args.k)
     from colbert_az_pylate.retrieval.demo import run_demo
 
     result = run_demo(k=args.k, say=(lambda message: None) if args.json else print)

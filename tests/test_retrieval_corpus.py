@@ -118,3 +118,15 @@ def test_parquet_null_ids_are_refused_with_the_row(tmp_path):
         read_corpus(path)
     pq.write_table(pa.table({"id": [7, 8], "text": ["a", "b"]}), path)
     assert read_corpus(path).ids == ["7", "8"]
+
+
+def test_parquet_dates_become_iso_text_metadata(tmp_path):
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.parquet"
+    when = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    pq.write_table(pa.table({"id": ["a"], "text": ["Bakı"], "day": [when.date()], "at": [when]}), path)
+    assert read_corpus(path).metadata == [{"day": "2024-01-02", "at": "2024-01-02T03:04:05"}]

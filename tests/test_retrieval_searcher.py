@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from colbert_az_pylate.cli import main
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError
+from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError
 from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.reference import ReferenceColBERT
 from colbert_az_pylate.retrieval.corpus import demo_corpus_path, read_corpus
@@ -170,7 +170,7 @@ def test_index_command_pools_document_tokens_on_request(gemma_model, tmp_path, c
         sizes[factor] = Searcher.open(folder).index_store.rows
     assert sizes["2"] < 0.75 * sizes["1"]
     assert main(["index", gemma_model, corpus, "--index", str(tmp_path / "bad"), "--pool-factor", "0"]) == 2
-    assert "pool_factor must be an integer >= 1" in capsys.readouterr().err
+    assert "--pool-factor must be a whole number >= 1" in capsys.readouterr().err
 
 
 def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
@@ -202,3 +202,76 @@ def test_plaid_backend_indexes_searches_and_refuses_in_place_changes(gemma_model
     (tmp_path / "plaid" / "ids.json").write_text("[]")
     with pytest.raises(IndexFormatError, match="corrupted"):
         Searcher.open(tmp_path / "plaid")
+
+
+def _no_encoding(*args, **kwargs):
+    raise AssertionError("nothing may be encoded before the arguments are checked")
+
+
+@pytest.mark.parametrize("k", [2.5, "3", None, 0, -1, True])
+def test_search_refuses_a_k_that_is_not_a_whole_number_with_one_line(searcher, k):
+    with pytest.raises(InvalidArgumentError, match=r"^k must be a whole number >= 1"):
+        searcher.search(QUERIES[0], k=k)
+
+
+@pytest.mark.parametrize(
+    ("queries", "subset", "message"),
+    [
+        (None, None, "queries must be a text or a list"),
+        ([""], None, "non-empty"),
+        ("x", "doc1", "subset must be a list"),
+    ],
+)
+def test_search_refuses_bad_queries_and_subsets_with_one_line(searcher, queries, subset, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        searcher.search(queries, subset=subset)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ([{"tags": {"a", "b"}}, {}], r"metadata of document 0 \(id 'x0'\) cannot be stored as JSON.*set"),
+        ([{}, {"owner": object()}], r"metadata of document 1 \(id 'x1'\) cannot be stored as JSON"),
+        ([{}, "lang=az"], r"metadata of document 1 \(id 'x1'\) is a str, not a dict"),
+        ({"lang": "az"}, "metadata must be a list of dicts"),
+        ([{}], "2 documents but 1 metadata entries"),
+    ],
+)
+def test_non_json_metadata_is_refused_before_anything_is_encoded(searcher, monkeypatch, metadata, message):
+    monkeypatch.setattr(searcher.model, "encode", _no_encoding)
+    with pytest.raises(InvalidArgumentError, match=message):
+        searcher.index(["Bakı", "Gəncə"], ids=["x0", "x1"], metadata=metadata)
+    assert "x0" not in searcher.index_store
+
+
+@pytest.mark.parametrize(("ids", "message"), [([1, 2], "convert ids with str"), (["a", "a"], "duplicate")])
+def test_bad_ids_are_refused_before_anything_is_encoded(searcher, monkeypatch, ids, message):
+    monkeypatch.setattr(searcher.model, "encode", _no_encoding)
+    with pytest.raises(InvalidArgumentError, match=message):
+        searcher.index(["Bakı", "Gəncə"], ids=ids)
+
+
+def test_ids_already_indexed_are_refused_before_encoding_naming_the_argument_and_the_flag(searcher, monkeypatch):
+    monkeypatch.setattr(searcher.model, "encode", _no_encoding)
+    with pytest.raises(InvalidArgumentError, match=r"pass upsert=True \(--upsert on the command line\)"):
+        searcher.index(["Bakı", "Gəncə"], ids=["new", "doc3"])
+    assert "new" not in searcher.index_store
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, "8", None])
+def test_a_bad_batch_size_is_refused_before_the_index_folder_is_created(gemma_model, tmp_path, batch_size):
+    with pytest.raises(InvalidArgumentError, match="batch_size must be a whole number >= 1"):
+        Searcher(gemma_model, tmp_path / "index", batch_size=batch_size)
+    assert not (tmp_path / "index").exists()
+
+
+def test_an_index_folder_that_is_a_file_is_refused_with_one_line(gemma_model, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine", encoding="utf-8")
+    with pytest.raises(InvalidArgumentError, match="is a file"):
+        Searcher(gemma_model, path)
+    with pytest.raises(InvalidArgumentError, match="is a file"):
+        Searcher(gemma_model, path / "index")
+    with pytest.raises(InvalidArgumentError, match="is a file, not an index folder"):
+        Searcher.open(path)
+    assert path.read_text(encoding="utf-8") == "mine"

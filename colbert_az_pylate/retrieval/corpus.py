@@ -7,6 +7,7 @@ every error names the file and the line.
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
@@ -81,7 +82,8 @@ def read_corpus(
     Returns
     -------
     Corpus
-        The ids, texts and, as metadata, the other columns (CSV/TSV values are strings, as written).
+        The ids, texts and, as metadata, the other columns (CSV/TSV values are strings, as written; dates and
+        times of a Parquet file or hub dataset are ISO strings).
 
     Examples
     --------
@@ -278,7 +280,12 @@ def _read_hub_dataset(name: str, config: str | None, split: str) -> tuple[list[s
 def _rows(columns: list[str], values: dict[str, list]) -> Iterator[tuple[str, dict]]:
     count = len(values[columns[0]]) if columns else 0
     for row in range(count):
-        yield f"row {row}", {c: values[c][row] for c in columns}
+        yield f"row {row}", {c: _json_ready(values[c][row]) for c in columns}
+
+
+def _json_ready(value):
+    """Dates and times of a typed table as ISO text, so they can be stored as metadata."""
+    return value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else value
 
 
 def _document_id(record: dict, id_column: str, where: str, name: str) -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from colbert_az_pylate.errors import ColbertAzError
+from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, first_line
+from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 from colbert_az_pylate.retrieval.pooling import pool_document_tokens
@@ -21,7 +24,24 @@ BACKENDS = ("voyager", "plaid")
 
 @dataclass
 class Hit:
-    """One ranked result."""
+    """One ranked result.
+
+    Parameters
+    ----------
+    id
+        The document's id.
+    score
+        Its MaxSim score for the query (higher is better).
+    text
+        The document's text, as indexed.
+    metadata
+        The metadata stored with it.
+
+    Examples
+    --------
+    >>> Hit("baku", 12.5, "Bakı paytaxtdır.", {"lang": "az"}).to_dict()
+    {'id': 'baku', 'score': 12.5, 'text': 'Bakı paytaxtdır.', 'metadata': {'lang': 'az'}}
+    """
 
     id: str
     score: float
@@ -29,34 +49,159 @@ class Hit:
     metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The hit as a JSON-ready dict."""
         return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
 
 
+def check_count(value, name: str) -> int:
+    """``value`` as an int if it is a whole number >= 1; else a one-line :class:`InvalidArgumentError`.
+
+    Parameters
+    ----------
+    value
+        The value to check (``k``, ``batch_size`` …); ``True``, ``2.5``, ``"3"`` and ``None`` are refused.
+    name
+        Its name in the message (``"k"``, or a flag such as ``"--batch-size"``).
+
+    Returns
+    -------
+    int
+        The value.
+
+    Examples
+    --------
+    >>> check_count(3, "k")
+    3
+    >>> check_count("3", "k")
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: k must be a whole number >= 1, got '3' (str)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def check_documents(documents: Sequence[str]) -> list[str]:
-    """The documents as a list, or a one-line error naming the first empty or non-text one."""
-    if isinstance(documents, str):
-        raise ColbertAzError("documents must be a list of texts, not one string; wrap it in a list")
+    """The documents as a list, or a one-line error naming the first empty or non-text one.
+
+    Parameters
+    ----------
+    documents
+        The texts to index (a list, not one string).
+
+    Returns
+    -------
+    list[str]
+        The texts, as a new list.
+
+    Examples
+    --------
+    >>> check_documents(("Bakı", "Şəki"))
+    ['Bakı', 'Şəki']
+    >>> check_documents(["Bakı", " "])
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: document 1 is empty or whitespace only; drop it or give it text
+    """
+    if isinstance(documents, (str, bytes)):
+        raise InvalidArgumentError("documents must be a list of texts, not one string; wrap it in a list")
+    if not isinstance(documents, Iterable):
+        raise InvalidArgumentError(f"documents must be a list of texts, got {type(documents).__name__}")
     documents = list(documents)
     if not documents:
-        raise ColbertAzError("the corpus is empty: there is nothing to index")
+        raise InvalidArgumentError("the corpus is empty: there is nothing to index")
     for position, text in enumerate(documents):
         if not isinstance(text, str):
-            raise ColbertAzError(f"document {position} is a {type(text).__name__}, not text")
+            raise InvalidArgumentError(f"document {position} is a {type(text).__name__}, not text")
         if not text.strip():
-            raise ColbertAzError(f"document {position} is empty or whitespace only; drop it or give it text")
+            raise InvalidArgumentError(f"document {position} is empty or whitespace only; drop it or give it text")
     return documents
 
 
-def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
-    """Rank ``documents`` for ``query`` by exact MaxSim, no index needed; hit ids are the documents' positions.
+def check_metadata(metadata, ids: Sequence[str]) -> list[dict] | None:
+    """The metadata as a list of dicts that JSON can store (one per document), or a one-line error.
 
-    >>> from colbert_az_pylate import load
-    >>> rerank(load("./colbert-az-pylate"), "paytaxt", ["Bakı paytaxtdır.", "Şəki"])[0].id  # doctest: +SKIP
-    '0'
+    Checked before any encoding, so a bad entry costs nothing. ``None`` (no metadata) stays ``None``.
+
+    Parameters
+    ----------
+    metadata
+        One dict per document, or ``None``.
+    ids
+        The documents' ids, named in the message.
+
+    Returns
+    -------
+    list[dict] | None
+        The metadata, as a new list.
+
+    Examples
+    --------
+    >>> check_metadata([{"lang": "az"}], ["baku"])
+    [{'lang': 'az'}]
+    >>> check_metadata([{"tags": {"a"}}], ["baku"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: metadata of document 0 (id 'baku') cannot be stored as JSON: ...
+    """
+    if metadata is None:
+        return None
+    if isinstance(metadata, (dict, str, bytes)) or not isinstance(metadata, Iterable):
+        raise InvalidArgumentError(f"metadata must be a list of dicts, one per document, got {type(metadata).__name__}")
+    metadata = list(metadata)
+    if len(metadata) != len(ids):
+        raise InvalidArgumentError(f"{len(ids)} documents but {len(metadata)} metadata entries; give one per document")
+    for position, (entry, doc_id) in enumerate(zip(metadata, ids, strict=True)):
+        if not isinstance(entry, dict):
+            raise InvalidArgumentError(
+                f"metadata of document {position} (id {doc_id!r}) is a {type(entry).__name__}, not a dict"
+            )
+        try:
+            json.dumps(entry, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidArgumentError(
+                f"metadata of document {position} (id {doc_id!r}) cannot be stored as JSON: {first_line(exc)}; "
+                "use strings, numbers, booleans, None, lists and dicts"
+            ) from exc
+    return metadata
+
+
+def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
+    """Rank ``documents`` for ``query`` by exact MaxSim, no index needed.
+
+    Parameters
+    ----------
+    model
+        A pylate ColBERT, or anything :func:`colbert_az_pylate.load` accepts (a converted folder, a raw colbert-az
+        folder, a hub id).
+    query
+        The query text.
+    documents
+        The texts to rank.
+    batch_size
+        Encoding batch size (default 32).
+
+    Returns
+    -------
+    list[Hit]
+        Every document, best first; a hit's id is the document's position in ``documents``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+    >>> [hit.id for hit in rerank(f"{folder}/model", "Şəki xan sarayı", ["Bakı paytaxtdır.", "Şəki xan sarayı"])]
+    ['1', '0']
+    >>> import shutil; shutil.rmtree(folder)
     """
     documents = check_documents(documents)
     if not isinstance(query, str) or not query.strip():
-        raise ColbertAzError("the query must be a non-empty text")
+        raise InvalidArgumentError("the query must be a non-empty text")
+    batch_size = check_count(batch_size, "batch_size")
     model, _ = _resolve_model(model)
     query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
     vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
@@ -75,20 +220,62 @@ def _resolve_model(model):
     return model, None
 
 
+def _check_index_folder(folder: Path, writable: bool) -> None:
+    """Refuse, before anything is loaded or created, an index folder that is a file or cannot be created."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise InvalidArgumentError(f"the index folder {folder} is a file; name a folder (new, or an index)")
+        return
+    parent = next((p for p in folder.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidArgumentError(f"cannot create the index folder {folder}: {parent} is a file")
+    if writable and parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"cannot create the index folder {folder}: {parent} is not writable")
+
+
 class Searcher:
-    """A colbert-az model plus a :class:`VoyagerIndex` folder: index texts, search them, rerank without an index.
+    """A colbert-az model plus an index folder: index texts, search them, rerank without an index.
 
-    ``model`` is a pylate ColBERT or anything :func:`colbert_az_pylate.load` accepts (the folder's manifest
-    records it, so ``Searcher.open(folder)`` finds it again). ``index_settings`` go to :class:`VoyagerIndex`.
-    ``pool_factor > 1`` pools each document's token vectors about ``pool_factor``:1 when it is encoded (pylate's
-    hierarchical pooling): a smaller, faster-to-build index at some recall (docs/benchmarks.md has the trade-off);
-    queries are never pooled. Pass the same value whenever you add to the same index.
+    Parameters
+    ----------
+    model
+        A pylate ColBERT or anything :func:`colbert_az_pylate.load` accepts (a converted folder, a raw colbert-az
+        folder, a hub id); the index records it, so :meth:`Searcher.open` finds it again.
+    folder
+        The index folder (created when missing; must not be a file).
+    backend
+        ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable; default) or ``"plaid"``
+        (:class:`PlaidIndex`: built once, for large corpora).
+    override
+        Start the index afresh (``--override`` on the command line).
+    read_only
+        Open without taking the writer lock, to search while another process writes.
+    batch_size
+        Encoding batch size, a whole number >= 1 (default 32).
+    pool_factor
+        With ``pool_factor > 1`` each document's token vectors are pooled about ``pool_factor``:1 when it is
+        encoded (pylate's hierarchical pooling): a smaller, faster-to-build index at some recall (docs/benchmarks.md
+        has the trade-off); queries are never pooled. Pass the same value whenever you add to the same index.
+    show_progress_bar
+        Progress bars while encoding (default: on long work only).
+    **index_settings
+        Passed to the index class (``M``, ``ef_construction``, ``ef_search`` …).
 
-    >>> from colbert_az_pylate.retrieval import Searcher
-    >>> searcher = Searcher("./colbert-az-pylate", "./my-index")  # doctest: +SKIP
-    >>> searcher.index(["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı"], ids=["baku", "sheki"])  # doctest: +SKIP
-    >>> searcher.search("Azərbaycanın paytaxtı haradır?", k=1)[0].id  # doctest: +SKIP
-    'baku'
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+    >>> searcher = Searcher(f"{folder}/model", f"{folder}/index", show_progress_bar=False)
+    >>> _ = searcher.index(["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı"], ids=["baku", "sheki"])
+    >>> [hit.id for hit in searcher.search("Şəki xan sarayı", k=2)]
+    ['sheki', 'baku']
+    >>> _ = searcher.delete(["sheki"])
+    >>> len(searcher), Searcher.open(f"{folder}/index").search("Şəki", k=1)[0].id
+    (1, 'baku')
+    >>> import shutil; shutil.rmtree(folder)
     """
 
     def __init__(
@@ -105,9 +292,11 @@ class Searcher:
         **index_settings,
     ) -> None:
         if backend not in BACKENDS:
-            raise ColbertAzError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
-            raise ColbertAzError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
+            raise InvalidArgumentError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
+        batch_size = check_count(batch_size, "batch_size")
+        _check_index_folder(Path(folder), writable=not read_only)
         self.pool_factor = pool_factor
         self.model, name = _resolve_model(model)
         self.folder, self.backend, self.override = Path(folder), backend, override
@@ -133,8 +322,28 @@ class Searcher:
 
     @classmethod
     def open(cls, folder: str | Path, *, model=None, read_only: bool = True, **kwargs) -> Searcher:
-        """Open an index folder with the model recorded in it (or ``model``)."""
+        """Open an index folder with the model recorded in it (or ``model``).
+
+        Parameters
+        ----------
+        folder
+            An index folder written by :meth:`index` (either backend).
+        model
+            The model to encode queries with (``--model`` on the command line); default: the one the index records.
+        read_only
+            Open a Voyager index without the writer lock (default), so another process may write meanwhile.
+        **kwargs
+            Other :class:`Searcher` arguments (``batch_size``, ``show_progress_bar`` …).
+
+        Returns
+        -------
+        Searcher
+            A searcher over the existing index (see the class example).
+        """
         from colbert_az_pylate.retrieval.voyager_index import MANIFEST
+
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise InvalidArgumentError(f"{folder} is a file, not an index folder")
 
         manifest = Path(folder) / MANIFEST
         if (Path(folder) / PLAID_MANIFEST).exists():
@@ -142,15 +351,20 @@ class Searcher:
             read_only = False  # PLAID indexes are never written after their build
         if model is None:
             if not manifest.exists():
-                raise ColbertAzError(
+                raise InvalidArgumentError(
                     f"no index at {folder}; build one with `colbert-az index MODEL CORPUS --index DIR`"
                 )
-            import json
-
-            recorded = json.loads(manifest.read_text(encoding="utf-8")).get("model") or {}
-            model = recorded.get("name")
+            try:
+                recorded = json.loads(manifest.read_text(encoding="utf-8")).get("model") or {}
+                model = recorded.get("name")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise IndexFormatError(
+                    f"the index at {folder} has an unreadable {manifest.name}: {first_line(exc)}"
+                ) from exc
             if not model:
-                raise ColbertAzError(f"the index at {folder} records no model; pass the model explicitly")
+                raise IndexFormatError(
+                    f"the index at {folder} records no model; pass model= (--model on the command line)"
+                )
         if kwargs.get("backend") == "plaid":
             return cls(model, folder, **kwargs)
         return cls(model, folder, read_only=read_only, **kwargs)
@@ -175,6 +389,7 @@ class Searcher:
         return vectors
 
     def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
+        """Query token vectors (never pooled)."""
         return self.model.encode(
             list(queries),
             is_query=True,
@@ -192,18 +407,42 @@ class Searcher:
         upsert: bool = False,
         commit_every: int = 20_000,
     ) -> Searcher:
-        """Encode and add documents; ids default to their running number. One commit per ``commit_every``."""
+        """Encode documents and add them to the index, after checking every argument (nothing is encoded before).
+
+        Parameters
+        ----------
+        documents
+            The texts, non-empty.
+        ids
+            One unique non-empty string per document; default: their running number in the index.
+        metadata
+            One JSON-serialisable dict per document, returned with its hits; default: none.
+        upsert
+            Replace documents whose id is already indexed (``--upsert`` on the command line); without it such an
+            id is an error and nothing is added.
+        commit_every
+            Documents per atomic commit (default 20,000); an interrupted run keeps the commits made.
+
+        Returns
+        -------
+        Searcher
+            ``self`` (see the class example).
+        """
         documents = check_documents(documents)
+        commit_every = check_count(commit_every, "commit_every")
         if ids is None:
             first = len(self.index_store.doc_ids)
             ids = [str(first + i) for i in range(len(documents))]
-        ids = list(ids)
-        if len(ids) != len(documents):
-            raise ColbertAzError(f"{len(documents)} documents but {len(ids)} ids")
-        if metadata is not None and len(metadata) != len(documents):
-            raise ColbertAzError(f"{len(documents)} documents but {len(metadata)} metadata entries")
-        if len(set(ids)) != len(ids):
-            raise ColbertAzError("duplicate ids in the corpus; give every document its own id")
+        ids = check_document_ids(ids, len(documents))
+        metadata = check_metadata(metadata, ids)
+        if self.backend == "voyager" and not upsert:
+            present = [doc_id for doc_id in ids if doc_id in self.index_store]
+            if present:
+                raise InvalidArgumentError(
+                    f"{len(present)} ids are already in the index at {self.folder} (e.g. {present[:3]}); pass "
+                    "upsert=True (--upsert on the command line) to replace them, or override=True (--override) to "
+                    "start afresh"
+                )
         if self.backend == "plaid":
             return self._build_plaid(documents, ids, metadata)
         steps = range(0, len(documents), commit_every)
@@ -239,13 +478,26 @@ class Searcher:
         return self
 
     def add(self, documents: Sequence[str], ids: Sequence[str] | None = None, metadata=None, **kwargs) -> Searcher:
-        """Add documents to a Voyager index (PLAID indexes are rebuilt instead)."""
+        """Add documents to a Voyager index (PLAID indexes are rebuilt instead); the arguments of :meth:`index`."""
         if self.backend == "plaid" and self.index_store is not None:
-            raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild with override=True")
+            raise ColbertAzError(
+                "PLAID indexes cannot be changed in place; rebuild with override=True (--override on the command line)"
+            )
         return self.index(documents, ids, metadata, **kwargs)
 
     def delete(self, ids: str | Sequence[str]) -> Searcher:
-        """Remove documents by id (an unknown id is an error and nothing is removed)."""
+        """Remove documents by id (an unknown id is an error and nothing is removed).
+
+        Parameters
+        ----------
+        ids
+            One id or a list of ids.
+
+        Returns
+        -------
+        Searcher
+            ``self`` (see the class example).
+        """
         if self.backend == "plaid":
             raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild without those documents")
         self.index_store.remove_documents(ids)
@@ -267,26 +519,49 @@ class Searcher:
         k_token: int = 256,
         subset: Sequence[str] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
-        """Ranked hits for one query (a list of :class:`Hit`) or for several (a list of lists).
+        """Ranked hits for one query or for several.
 
-        ``exact=True`` scores every document by brute-force MaxSim (small corpora; the yardstick of the graph).
+        Parameters
+        ----------
+        queries
+            One query text, or a list of them.
+        k
+            Hits per query, a whole number >= 1 (default 10).
+        exact
+            Score every document by brute-force MaxSim (``--exact``; small corpora; the yardstick of the graph).
+        k_token
+            Graph neighbours per query token (Voyager; default 256).
+        subset
+            Only these document ids may be returned (a list of ids).
+
+        Returns
+        -------
+        list[Hit] | list[list[Hit]]
+            For one query, its hits best first; for a list of queries, one such list per query (see the class
+            example).
         """
         single = isinstance(queries, str)
+        if not single and (isinstance(queries, bytes) or not isinstance(queries, Iterable)):
+            raise InvalidArgumentError(f"queries must be a text or a list of texts, got {type(queries).__name__}")
         batch = [queries] if single else list(queries)
         if not batch or any(not isinstance(q, str) or not q.strip() for q in batch):
-            raise ColbertAzError("queries must be non-empty texts")
-        if k < 1:
-            raise ColbertAzError(f"k must be at least 1, got {k}")
+            raise InvalidArgumentError("queries must be non-empty texts")
+        k = check_count(k, "k")
+        k_token = check_count(k_token, "k_token")
+        if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
+            raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         if self.index_store is None or len(self.index_store) == 0:
             raise ColbertAzError(f"the index at {self.folder} is empty; index documents before searching")
         embeddings = self.encode_queries(batch)
         if self.backend == "plaid":
             if exact:
-                raise ColbertAzError("exact search needs the Voyager backend (PLAID keeps compressed vectors only)")
+                raise InvalidArgumentError(
+                    "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
+                )
             ranked = self.index_store.search(embeddings, k=k, subset=subset)
         elif exact:
             if subset is not None:
-                raise ColbertAzError("subset is for the graph search; exact search scores every document")
+                raise InvalidArgumentError("subset is for the graph search; exact search scores every document")
             ranked = self.index_store.exact_search(embeddings, k=k)
         else:
             ranked = self.index_store.search(embeddings, k=k, k_token=k_token, subset=subset)
@@ -294,7 +569,7 @@ class Searcher:
         return results[0] if single else results
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[Hit]:
-        """Rank ``documents`` for ``query`` by exact MaxSim (see :func:`rerank`)."""
+        """Rank ``documents`` for ``query`` by exact MaxSim, with this searcher's model (see :func:`rerank`)."""
         return rerank(self.model, query, documents, batch_size=self.batch_size)
 
     def __len__(self) -> int:
