@@ -127,9 +127,9 @@ def test_k_larger_than_the_corpus_returns_every_document(tmp_path, documents, qu
 @pytest.mark.parametrize(
     ("ids", "embeddings", "message"),
     [
-        ([], [], "empty"),
+        ([], [], "no document ids"),
         (["a", "a"], random_documents(2), "duplicate document ids"),
-        ([1, 2], random_documents(2), "non-empty strings"),
+        ([1, 2], random_documents(2), "not a non-empty string"),
         (["a"], [np.ones((3, DIM + 1), np.float32)], "dimension 17"),
         (["a"], [np.ones((0, DIM), np.float32)], "non-empty"),
         (["a"], [np.full((2, DIM), np.nan, np.float32)], "NaN"),

@@ -6,13 +6,18 @@ Layout of an index folder (``index_folder/index_name``)::
     vectors.<epoch>.f16    every document token vector, document after document (append-only, float16)
     payloads.<epoch>.jsonl one JSON object per document (text, metadata) for the searcher (append-only)
     hnsw.<gen>.voyager     the HNSW graph over the token vectors (labels = rows of the candidate set)
-    docs.<gen>.npz         per document: first row, length, payload offset/length, alive; per label: document
+    docs.<gen>.npz         per document: first row, length, payload offset/length, alive; per label: document;
+                           per 64 KiB chunk of each store file: its SHA-256
     ids.<gen>.json         the document ids, in document order
 
 A commit writes the new generation's files, then replaces ``manifest.json`` in one ``os.replace``; the
 append-only files are only read up to the counts the manifest records (and truncated back to them by the next
-writer; ``compact`` starts a new epoch of them). A process killed at any point therefore leaves the last
-committed index. Nothing is unpickled: ``numpy.load(allow_pickle=False)``, JSON and voyager's own format.
+writer; ``compact`` and ``override`` start a new epoch of them). A process killed at any point therefore leaves the
+last committed index. Nothing is unpickled: ``numpy.load(allow_pickle=False)``, JSON and voyager's own format.
+
+Checksums: the manifest records the SHA-256 of each generation file, checked when the index is opened; the
+generation's ``docs`` file records the SHA-256 of every 64 KiB chunk of the two store files, checked the first
+time a chunk is read (a search reads only its candidates' chunks) or all at once by :meth:`VoyagerIndex.verify`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,28 +39,51 @@ import torch
 from pylate.indexes.base import Base
 from tqdm.auto import tqdm
 
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, IndexLockedError
+from colbert_az_pylate.errors import (
+    ColbertAzError,
+    IndexFormatError,
+    IndexLockedError,
+    InvalidArgumentError,
+    first_line,
+)
+from colbert_az_pylate.retrieval.folders import (
+    LOCK,
+    acquire_writer_lock,
+    index_backend,
+    release_writer_lock,
+)
+from colbert_az_pylate.retrieval.folders import VOYAGER_MANIFEST as MANIFEST
+from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.scores import packed_maxsim_scores
 
-try:  # POSIX advisory locks; on other systems writers are not serialised across processes.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+__all__ = ["LOCK", "MANIFEST", "ModelSignature", "VoyagerIndex"]
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-LOCK = ".lock"
 STORE_DTYPE = np.float16
+CHUNK_BYTES = 1 << 16  # store checksum granularity: a search hashes only the chunks its candidates live in
 GRAPH_CHUNK = 50_000  # vectors per add_items call (progress granularity; voyager threads within a call)
 _GENERATION_FILE = re.compile(r"^(hnsw|docs|ids)\.(\d+)\.(voyager|npz|json)(\.tmp)?$")
 _STORE_FILE = re.compile(r"^(vectors|payloads)\.(\d+)\.(f16|jsonl)$")
 _STORAGE = {"float32": "Float32", "float8": "Float8", "e4m3": "E4M3"}
+_DOC_ARRAYS = ("doc_start", "doc_length", "payload_start", "payload_length", "alive", "label_doc")
+_NO_SUMS = np.zeros((0, 32), np.uint8)
 
 
 @dataclass(frozen=True)
 class ModelSignature:
     """What produced the vectors of an index: a name, the dimension and a fingerprint of the weights.
 
+    Parameters
+    ----------
+    name
+        The model's name or path, as recorded in the index (``Searcher.open`` loads it from there).
+    embedding_size
+        The dimension of its token vectors.
+    fingerprint
+        A hash of its weights and tokenization settings (:meth:`of_model`).
+
+    Examples
+    --------
     >>> ModelSignature("colbert-az", 128, "ab12").to_dict()
     {'name': 'colbert-az', 'embedding_size': 128, 'fingerprint': 'ab12'}
     """
@@ -64,12 +93,26 @@ class ModelSignature:
     fingerprint: str
 
     def to_dict(self) -> dict:
+        """The signature as the JSON object the manifest records."""
         return {"name": self.name, "embedding_size": self.embedding_size, "fingerprint": self.fingerprint}
 
     @classmethod
     def of_model(cls, model, name: str | None = None) -> ModelSignature:
         """The signature of a pylate ColBERT: its output dimension and a hash of the projection, the embedding
-        matrix and the tokenization settings (enough to tell fine-tuned checkpoints apart)."""
+        matrix and the tokenization settings (enough to tell fine-tuned checkpoints apart).
+
+        Parameters
+        ----------
+        model
+            A pylate ``models.ColBERT``.
+        name
+            The name to record (default: the backbone's ``name_or_path``).
+
+        Returns
+        -------
+        ModelSignature
+            The signature.
+        """
         digest = hashlib.sha256()
         for module in (model[0].auto_model.get_input_embeddings(), model[-1]):
             for tensor in module.state_dict().values():
@@ -81,25 +124,38 @@ class ModelSignature:
         return cls(name, dimension, digest.hexdigest()[:16])
 
 
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def _as_matrix(embeddings, what: str, dimension: int) -> np.ndarray:
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().float().cpu().numpy()
-    array = np.asarray(embeddings, dtype=np.float32)
+    try:
+        array = np.asarray(embeddings, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"{what} is not a (tokens, {dimension}) matrix of numbers: {first_line(exc)}"
+        ) from exc
     if array.ndim != 2 or array.shape[0] == 0:
-        raise ColbertAzError(f"{what} must be a non-empty (tokens, {dimension}) matrix, got shape {array.shape}")
+        raise InvalidArgumentError(f"{what} must be a non-empty (tokens, {dimension}) matrix, got shape {array.shape}")
     if array.shape[1] != dimension:
-        raise ColbertAzError(
+        raise InvalidArgumentError(
             f"{what} has vectors of dimension {array.shape[1]} but the index holds dimension {dimension}; "
             "encode with the model the index was built with"
         )
     if not np.isfinite(array).all():
-        raise ColbertAzError(f"{what} holds NaN or infinite values")
+        raise InvalidArgumentError(f"{what} holds NaN or infinite values")
     return array
 
 
 def _as_matrices(embeddings, what: str, dimension: int) -> list[np.ndarray]:
     if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 2:
         embeddings = [embeddings]
+    if isinstance(embeddings, (str, bytes, dict)) or not isinstance(embeddings, (Iterable, np.ndarray, torch.Tensor)):
+        raise InvalidArgumentError(f"{what} embeddings must be a list of (tokens, {dimension}) matrices")
     return [_as_matrix(e, f"{what} {i}", dimension) for i, e in enumerate(embeddings)]
 
 
@@ -129,28 +185,95 @@ def _append(path: Path, committed_bytes: int, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def _extend_sums(path: Path, old_bytes: int, new_bytes: int, sums: np.ndarray) -> np.ndarray:
+    """Chunk checksums of a store file grown from ``old_bytes`` to ``new_bytes``: the chunks before the old last
+    (partial) one keep theirs; that one is checked against its old checksum, then it and the new ones are hashed."""
+    first = min(len(sums), old_bytes // CHUNK_BYTES)
+    digests = []
+    with open(path, "rb") as handle:
+        handle.seek(first * CHUNK_BYTES)
+        for start in range(first * CHUNK_BYTES, new_bytes, CHUNK_BYTES):
+            data = handle.read(min(CHUNK_BYTES, new_bytes - start))
+            checked = start < old_bytes and start // CHUNK_BYTES < len(sums)
+            if checked and hashlib.sha256(data[: old_bytes - start]).digest() != sums[start // CHUNK_BYTES].tobytes():
+                raise IndexFormatError(_mismatch(path, start, old_bytes))
+            digests.append(hashlib.sha256(data).digest())
+    fresh = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
+    return np.concatenate([sums[:first], fresh])
+
+
+def _mismatch(path: Path, start: int, end: int) -> str:
+    return (
+        f"{path} does not match its checksum at bytes {start}-{end} (changed since it was written): the index "
+        "cannot be trusted; rebuild it (colbert-az index ... --override)"
+    )
+
+
+def _chunks_of(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The chunk numbers that the byte ranges ``[starts, ends)`` touch (empty ranges touch none)."""
+    keep = ends > starts
+    first, last = starts[keep] // CHUNK_BYTES, (ends[keep] - 1) // CHUNK_BYTES
+    counts = last - first + 1
+    if not len(counts):
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(first - (np.cumsum(counts) - counts), counts)
+    return np.unique(offsets + np.arange(int(counts.sum())))
+
+
 class VoyagerIndex(Base):
     """HNSW (voyager) over document token vectors, with an exact MaxSim rerank from a memory-mapped store.
 
-    Same constructor and methods as ``pylate.indexes.Voyager``, so ``pylate.retrieve.ColBERT(index=...)``
-    works unchanged; ``search`` is the faster end-to-end path (candidates from the graph, exact MaxSim over the
-    stored vectors). Extra keyword-only settings:
+    Same constructor and methods as ``pylate.indexes.Voyager``, so ``pylate.retrieve.ColBERT(index=...)`` works
+    unchanged (pylate's own ``test_voyager_index`` passes, see ``tests/test_pylate_voyager_port.py``); ``search`` is
+    the faster end-to-end path (candidates from the graph, exact MaxSim over the stored vectors).
 
-    - ``model``: a :class:`ModelSignature` recorded at creation and checked at every open;
-    - ``storage``: precision of the vectors inside the graph (``"float8"``, ``"e4m3"`` or ``"float32"``); the
-      rerank always reads the float16 store, so this only affects which candidates are found;
-    - ``num_threads``: threads for building and querying the graph (-1: all cores);
-    - ``read_only``: open without taking the writer lock (searching while another process writes);
-    - ``show_progress``: progress bars for building the graph and searching (default: on long work only).
+    Parameters
+    ----------
+    index_folder
+        The folder that holds the index folder (created when missing).
+    index_name
+        The index folder's name inside ``index_folder``. It must be missing, empty, or an index of ours: a folder
+        holding anything else, or index files without their manifest, is refused.
+    override
+        Replace the index in the folder. The old index stays intact, and readable, until the new one's first
+        commit (the end of the first :meth:`add_documents`, :meth:`remove_documents` or :meth:`compact`, or of a
+        :meth:`batch` block), which replaces it atomically; files in the folder that are not ours are kept.
+    embedding_size
+        The dimension of the token vectors (default 128).
+    M
+        HNSW graph degree (default 16).
+    ef_construction
+        HNSW build breadth (default 64).
+    ef_search
+        HNSW search breadth (default 256).
+    model
+        A :class:`ModelSignature` recorded at creation and checked at every open (keyword-only).
+    storage
+        Precision of the vectors inside the graph: ``"float8"`` (default), ``"e4m3"`` or ``"float32"``. The rerank
+        always reads the float16 store, so this only affects which candidates are found.
+    num_threads
+        Threads for building and querying the graph (-1, default: all cores).
+    read_only
+        Open without taking the writer lock, to search while another process writes (:meth:`refresh` picks up
+        its commits).
+    show_progress
+        Progress bars for building the graph and searching (default: on long work only).
 
+    Examples
+    --------
     >>> import tempfile, numpy as np
     >>> rng = np.random.default_rng(0)
     >>> docs = [rng.standard_normal((5, 8)).astype("float32") for _ in range(3)]
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     index = VoyagerIndex(folder, "demo", embedding_size=8)
     ...     index = index.add_documents(["a", "b", "c"], docs)
-    ...     [hit["id"] for hit in index.search([docs[1][:2]], k=1)[0]]
-    ['b']
+    ...     best = [hit["id"] for hit in index.search([docs[1][:2]], k=1)[0]]
+    ...     again = VoyagerIndex(folder, "demo", override=True, embedding_size=8)  # the old index is still there
+    ...     before = len(VoyagerIndex(folder, "demo", read_only=True, embedding_size=8))
+    ...     again = again.add_documents(["d"], docs[:1])                          # now it is replaced
+    ...     after = len(VoyagerIndex(folder, "demo", read_only=True, embedding_size=8))
+    >>> best, before, after
+    (['b'], 3, 1)
     """
 
     is_end_to_end_index = False
@@ -172,45 +295,65 @@ class VoyagerIndex(Base):
         show_progress: bool | None = None,
     ) -> None:
         if storage not in _STORAGE:
-            raise ColbertAzError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
+            raise InvalidArgumentError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
+        for name, value in (("embedding_size", embedding_size), ("M", M), ("ef_construction", ef_construction)):
+            _check_count(value, name)
+        self.ef_search = _check_count(ef_search, "ef_search")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0 or num_threads < -1:
+            raise InvalidArgumentError(
+                f"num_threads must be -1 (all cores) or a whole number >= 1, got {num_threads!r}"
+            )
         self.path = Path(index_folder) / index_name
-        self.ef_search, self.num_threads, self.read_only = ef_search, num_threads, read_only
-        self.show_progress = show_progress
-        self._lock_handle = None
-        exists = (self.path / MANIFEST).exists()
-        if override and exists:
-            if read_only:
-                raise ColbertAzError("override=True needs a writable index; drop read_only")
-            self._take_lock()
-            self._remove_all()
-            exists = False
-        if exists:
+        self.num_threads, self.read_only, self.show_progress = num_threads, read_only, show_progress
+        self._lock = None
+        self._release = None
+        self._payload_handle = None
+        self._pending = False  # an override staged in memory and in a new epoch's store files, not yet committed
+        self._batch_depth = 0
+        backend = index_backend(self.path)
+        if backend == "plaid":
+            raise IndexFormatError(
+                f"{self.path} holds a PLAID index, not a Voyager one; open it with PlaidIndex (Searcher finds the "
+                "backend itself), or choose another folder"
+            )
+        if read_only:
+            if override:
+                raise InvalidArgumentError("override=True needs a writable index; drop read_only")
+            if backend is None:
+                raise IndexFormatError(f"no index at {self.path}; build one first (colbert-az index ...)")
             self._open()
             self._check_settings(embedding_size, model)
-        else:
-            if read_only:
-                raise IndexFormatError(f"no index at {self.path}; build one first (colbert-az index ...)")
-            self.path.mkdir(parents=True, exist_ok=True)
+            return
+        self._acquire()
+        try:
+            if backend is not None and not override:
+                self._open()
+                self._check_settings(embedding_size, model)
+                return
             self.settings = {"M": M, "ef_construction": ef_construction, "storage": storage}
             self.embedding_size = int(embedding_size)
             self.model = model.to_dict() if model else None
-            self._empty_state()
-            self._take_lock()
-            self._commit(new_graph=True)
+            self._empty_state(self._next_epoch())
+            if backend is None:
+                self._commit()  # a new index exists (empty) from here on
+            else:
+                self._pending = True  # the old index stays the committed one until the first commit
+                self._lock.replacer = weakref.ref(self)
+        except BaseException:
+            self.close()
+            raise
 
     # ----------------------------------------------------------------------------------------------- state
-    def _empty_state(self) -> None:
-        self.generation = 0
+    def _empty_state(self, epoch: int) -> None:
+        self.generation = getattr(self, "generation", 0)
         self.doc_ids: list[str] = []
-        self.doc_start = np.zeros(0, np.int64)
-        self.doc_length = np.zeros(0, np.int64)
-        self.payload_start = np.zeros(0, np.int64)
-        self.payload_length = np.zeros(0, np.int64)
-        self.alive = np.zeros(0, bool)
-        self.label_doc = np.zeros(0, np.int64)
+        for key in _DOC_ARRAYS:
+            setattr(self, key, np.zeros(0, bool if key == "alive" else np.int64))
         self.rows = 0
         self.payload_bytes = 0
-        self.epoch = getattr(self, "epoch", -1) + 1
+        self.epoch = epoch
+        self.vector_sums, self.payload_sums = _NO_SUMS, _NO_SUMS
+        self._vector_ok, self._payload_ok = np.zeros(0, bool), np.zeros(0, bool)
         self.graph = self._new_graph()
         self._positions: dict[str, int] = {}
         self._derive()
@@ -218,18 +361,39 @@ class VoyagerIndex(Base):
     def _derive(self) -> None:
         """Lookup tables rebuilt once per commit or load, so that a search does no per-index work."""
         self._vectors = None
-        if getattr(self, "_payload_handle", None) is not None:
+        if self._payload_handle is not None:
             self._payload_handle.close()
         self._payload_handle = None
         self._id_array = np.asarray(self.doc_ids, dtype=object)
         self.live_labels = int(self.alive[self.label_doc].sum()) if len(self.label_doc) else 0
 
+    def _numbers_on_disk(self) -> tuple[int, int]:
+        """The highest generation and epoch any file in the folder carries (-1 when none)."""
+        generation = epoch = -1
+        with contextlib.suppress(FileNotFoundError):
+            for child in self.path.iterdir():
+                if match := _GENERATION_FILE.match(child.name):
+                    generation = max(generation, int(match.group(2)))
+                elif match := _STORE_FILE.match(child.name):
+                    epoch = max(epoch, int(match.group(2)))
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+            generation = max(generation, int(manifest["generation"]))
+            epoch = max(epoch, int(manifest["epoch"]))
+        return generation, epoch
+
+    def _next_epoch(self) -> int:
+        """A store epoch no file in the folder uses: an override or a compaction never appends to live stores."""
+        return max(self._numbers_on_disk()[1], getattr(self, "epoch", -1)) + 1
+
     @property
     def vectors_file(self) -> Path:
+        """The store of token vectors of the current epoch."""
         return self.path / f"vectors.{self.epoch}.f16"
 
     @property
     def payloads_file(self) -> Path:
+        """The store of payloads of the current epoch."""
         return self.path / f"payloads.{self.epoch}.jsonl"
 
     def _new_graph(self):
@@ -246,9 +410,16 @@ class VoyagerIndex(Base):
     def _read_manifest(self) -> dict:
         try:
             manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise IndexFormatError(
+                f"{self.path / MANIFEST} has disappeared: the index is gone or damaged; rebuild it"
+            ) from exc
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(f"cannot read {self.path / MANIFEST}: {exc}; the index folder is damaged") from exc
-        version = manifest.get("format_version")
+            raise IndexFormatError(
+                f"cannot read {self.path / MANIFEST}: {first_line(exc)}; the index folder is damaged, rebuild it "
+                "(colbert-az index ... --override)"
+            ) from exc
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise IndexFormatError(
                 f"index at {self.path} has format {version!r}, this colbert-az-pylate reads up to {FORMAT_VERSION}; "
@@ -258,16 +429,28 @@ class VoyagerIndex(Base):
 
     def _open(self) -> None:
         """Load the committed state; retried when a writer replaces the generation while we read it."""
+        tried = None
         for attempt in range(20):
             manifest = self._read_manifest()
             try:
                 self._load(manifest)
                 return
-            except FileNotFoundError:
-                if attempt == 19:
-                    raise
+            except FileNotFoundError as exc:
+                if manifest.get("generation") == tried:  # the manifest did not move on: the file is really gone
+                    raise IndexFormatError(
+                        f"{exc.filename or 'a file'} is missing: the index at {self.path} is damaged; rebuild it "
+                        "(colbert-az index ... --override)"
+                    ) from exc
+                tried = manifest.get("generation")
                 time.sleep(0.01 * attempt)
-        raise AssertionError("unreachable")
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, ColbertAzError):
+                    raise
+                raise IndexFormatError(
+                    f"the index at {self.path} is damaged ({type(exc).__name__}: {first_line(exc)}); rebuild it "
+                    "(colbert-az index ... --override)"
+                ) from exc
+        raise IndexFormatError(f"the index at {self.path} kept changing while it was opened; try again")
 
     def _read_checked(self, name: str, manifest: dict) -> bytes:
         """The bytes of a generation file, read once (a writer may delete it right after) and checksummed."""
@@ -280,47 +463,76 @@ class VoyagerIndex(Base):
     def _load(self, manifest: dict) -> None:
         from voyager import Index
 
-        self.settings, self.embedding_size, self.model = (
-            manifest["settings"],
-            manifest["embedding_size"],
-            manifest["model"],
-        )
-        self.generation, self.rows, self.payload_bytes = (
-            manifest["generation"],
-            manifest["rows"],
-            manifest["payload_bytes"],
-        )
-        self.epoch = manifest["epoch"]
+        previous = (getattr(self, "epoch", None), getattr(self, "vector_sums", _NO_SUMS))
+        previous_payload = getattr(self, "payload_sums", _NO_SUMS)
+        previous_ok = (getattr(self, "_vector_ok", None), getattr(self, "_payload_ok", None))
+        settings, embedding_size, model = manifest["settings"], int(manifest["embedding_size"]), manifest["model"]
+        generation, rows, payload_bytes = manifest["generation"], int(manifest["rows"]), int(manifest["payload_bytes"])
+        epoch, chunk_bytes = int(manifest["epoch"]), manifest.get("chunk_bytes", CHUNK_BYTES)
+        if chunk_bytes != CHUNK_BYTES:
+            raise IndexFormatError(f"index at {self.path} has store chunks of {chunk_bytes} bytes; upgrade")
         names = {
-            kind: f"{kind}.{self.generation}.{ext}"
-            for kind, ext in (("hnsw", "voyager"), ("docs", "npz"), ("ids", "json"))
+            kind: f"{kind}.{generation}.{ext}" for kind, ext in (("hnsw", "voyager"), ("docs", "npz"), ("ids", "json"))
         }
         docs = self._read_checked(names["docs"], manifest)
         ids = self._read_checked(names["ids"], manifest)
         graph = self._read_checked(names["hnsw"], manifest)
-        with np.load(io.BytesIO(docs), allow_pickle=False) as arrays:
-            for key in ("doc_start", "doc_length", "payload_start", "payload_length", "alive", "label_doc"):
-                setattr(self, key, arrays[key])
-        self.doc_ids = json.loads(ids.decode("utf-8"))
         try:
-            self.graph = Index.load(io.BytesIO(graph)) if len(self.label_doc) else self._new_graph()
+            with np.load(io.BytesIO(docs), allow_pickle=False) as arrays:
+                tables = {key: arrays[key] for key in _DOC_ARRAYS}
+                sums = {key: arrays[key] if key in arrays.files else None for key in ("vector_sums", "payload_sums")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexFormatError(f"cannot read {self.path / names['docs']}: {first_line(exc)}; rebuild it") from exc
+        doc_ids = json.loads(ids.decode("utf-8"))
+        self.settings, self.embedding_size, self.model = settings, embedding_size, model
+        try:
+            loaded = Index.load(io.BytesIO(graph)) if len(tables["label_doc"]) else None
         except Exception as exc:  # voyager raises RuntimeError/ValueError on damaged files
             raise IndexFormatError(f"cannot load {self.path / names['hnsw']}: {exc}; rebuild the index") from exc
+        self.generation, self.rows, self.payload_bytes, self.epoch = generation, rows, payload_bytes, epoch
         for path, needed in (
             (self.vectors_file, self.rows * self.embedding_size * 2),
             (self.payloads_file, self.payload_bytes),
         ):
             if needed and not path.exists():
-                raise FileNotFoundError(path)  # compacted away by a writer: _open retries
+                raise FileNotFoundError(2, "No such file", str(path))  # compacted away by a writer: _open retries
             size = path.stat().st_size if path.exists() else 0
             if size < needed:
                 raise IndexFormatError(f"{path} is truncated ({size} of {needed} bytes); rebuild the index")
+        for key, value in tables.items():
+            setattr(self, key, value)
+        self.doc_ids = doc_ids
+        self.graph = loaded if loaded is not None else self._new_graph()
+        self.vector_sums = self._sums(sums["vector_sums"], self.rows * self.embedding_size * 2, self.vectors_file)
+        self.payload_sums = self._sums(sums["payload_sums"], self.payload_bytes, self.payloads_file)
+        # Chunks already verified stay verified when the same store only grew.
+        self._vector_ok = self._carry_ok(previous[0], previous[1], previous_ok[0], self.vector_sums)
+        self._payload_ok = self._carry_ok(previous[0], previous_payload, previous_ok[1], self.payload_sums)
         self._positions = {doc_id: i for i, doc_id in enumerate(self.doc_ids) if self.alive[i]}
         self._derive()
-        # Hold the store files open: a writer may compact them away, and this snapshot must stay readable.
+        self._hold_store()
+
+    def _hold_store(self) -> None:
+        """Hold the store files open: a writer (another process, or another object of this one) may compact or
+        replace them away, and this snapshot must stay readable."""
         _ = self.vectors
         if self.payload_bytes:
             self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
+
+    def _sums(self, sums: np.ndarray | None, size: int, path: Path) -> np.ndarray:
+        if sums is None:  # written before store checksums existed: computed at the next commit
+            return _NO_SUMS
+        chunks = -(-size // CHUNK_BYTES)
+        if sums.dtype != np.uint8 or sums.shape != (chunks, 32):
+            raise IndexFormatError(f"the checksums of {path} do not fit its size; the index is damaged, rebuild it")
+        return sums
+
+    def _carry_ok(self, epoch, old_sums: np.ndarray, old_ok, new_sums: np.ndarray) -> np.ndarray:
+        ok = np.zeros(len(new_sums), bool)
+        if epoch == self.epoch and old_ok is not None and len(old_ok) == len(old_sums):
+            same = min(len(old_sums), len(new_sums))
+            ok[:same] = old_ok[:same] & (old_sums[:same] == new_sums[:same]).all(axis=1)
+        return ok
 
     def _check_settings(self, embedding_size: int, model: ModelSignature | None) -> None:
         if int(embedding_size) != self.embedding_size and model is None:
@@ -343,14 +555,20 @@ class VoyagerIndex(Base):
                 )
 
     def refresh(self) -> VoyagerIndex:
-        """Pick up what another process committed since this index was opened."""
-        if self._read_manifest()["generation"] != self.generation:
+        """Pick up what another process (or object) committed since this index was opened.
+
+        Returns
+        -------
+        VoyagerIndex
+            ``self``. An object with a staged override keeps its staged state.
+        """
+        if not self._pending and self._read_manifest()["generation"] != self.generation:
             self._open()
         return self
 
     @property
     def vectors(self) -> np.ndarray:
-        """All committed token vectors (rows × dim, float16), memory-mapped."""
+        """All committed token vectors (rows × dim, float16), memory-mapped; not checksummed (see :meth:`verify`)."""
         if self._vectors is None or self._vectors.shape[0] != self.rows:
             if self.rows == 0:
                 return np.zeros((0, self.embedding_size), STORE_DTYPE)
@@ -367,35 +585,114 @@ class VoyagerIndex(Base):
     def _show(self, work: int) -> bool:
         return self.show_progress if self.show_progress is not None else work >= 4 * GRAPH_CHUNK
 
-    # ----------------------------------------------------------------------------------------------- writing
-    def _take_lock(self) -> None:
-        if self._lock_handle is not None or fcntl is None:
+    # ----------------------------------------------------------------------------------------------- checksums
+    def _verify_vector_rows(self, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """Check the chunks of the store that hold these rows, once per chunk per snapshot."""
+        if not len(self.vector_sums) or self._vector_ok.all():
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK, "a+b")  # noqa: SIM115 - held for the life of the writer
+        row_bytes = self.embedding_size * 2
+        chunks = _chunks_of(starts.astype(np.int64) * row_bytes, (starts + lengths).astype(np.int64) * row_bytes)
+        todo = chunks[~self._vector_ok[chunks]]
+        if len(todo):
+            raw = self.vectors.reshape(-1).view(np.uint8)
+            total = self.rows * row_bytes
+            for chunk in todo.tolist():
+                start, end = chunk * CHUNK_BYTES, min((chunk + 1) * CHUNK_BYTES, total)
+                if hashlib.sha256(raw[start:end]).digest() != self.vector_sums[chunk].tobytes():
+                    raise IndexFormatError(_mismatch(self.vectors_file, start, end))
+                self._vector_ok[chunk] = True
+
+    def _read_payload(self, start: int, length: int) -> bytes:
+        """Bytes of the payload store, after checking the chunks that hold them (once per chunk per snapshot)."""
+        if self._payload_handle is None:
+            self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
+        handle = self._payload_handle
+        if len(self.payload_sums):
+            for chunk in _chunks_of(np.array([start]), np.array([start + length])).tolist():
+                if self._payload_ok[chunk]:
+                    continue
+                begin, end = chunk * CHUNK_BYTES, min((chunk + 1) * CHUNK_BYTES, self.payload_bytes)
+                handle.seek(begin)
+                if hashlib.sha256(handle.read(end - begin)).digest() != self.payload_sums[chunk].tobytes():
+                    raise IndexFormatError(_mismatch(self.payloads_file, begin, end))
+                self._payload_ok[chunk] = True
+        handle.seek(start)
+        return handle.read(length)
+
+    def verify(self) -> int:
+        """Check every byte of the committed index against its recorded SHA-256 now (opening checks the graph and
+        the tables; searches check only the store chunks they read).
+
+        Returns
+        -------
+        int
+            The number of store bytes checked (0 for an index written before store checksums, or an empty one).
+
+        Raises
+        ------
+        IndexFormatError
+            A file does not match its checksum.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     index = VoyagerIndex(folder, "demo", embedding_size=4)
+        ...     index.add_documents(["a"], [np.ones((3, 4), "float32")]).verify()
+        27
+        """
+        if self._pending:
+            return 0
+        self.refresh()
+        manifest = self._read_manifest()
+        for name in manifest["files"]:
+            self._read_checked(name, manifest)
+        checked = 0
+        if len(self.vector_sums):
+            self._vector_ok[:] = False
+            self._verify_vector_rows(np.array([0]), np.array([self.rows]))
+            checked += self.rows * self.embedding_size * 2
+        if len(self.payload_sums):
+            self._payload_ok[:] = False
+            self._read_payload(0, self.payload_bytes)
+            checked += self.payload_bytes
+        return checked
+
+    # ----------------------------------------------------------------------------------------------- writing
+    def _acquire(self) -> None:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            handle.close()
-            raise IndexLockedError(
-                f"another process is writing to {self.path}; wait for it, or open with read_only=True to search"
-            ) from exc
-        self._lock_handle = handle
+            raise ColbertAzError(f"cannot create the index folder {self.path}: {first_line(exc)}") from exc
+        self._lock = acquire_writer_lock(self.path)
+        self._release = weakref.finalize(self, release_writer_lock, self._lock)
 
     def _writable(self) -> None:
         if self.read_only:
-            raise ColbertAzError(f"index at {self.path} was opened read_only; open it without read_only to change it")
-        self._take_lock()
+            raise InvalidArgumentError(
+                f"index at {self.path} was opened read_only; open it without read_only to change it"
+            )
+        if self._lock is None:  # closed: take the lock again
+            if self._pending:
+                raise IndexLockedError(f"this override of {self.path} was closed before its first commit")
+            self._acquire()
+        if self._lock.replacing(self):
+            raise IndexLockedError(
+                f"another VoyagerIndex of this process is replacing {self.path} (override=True) and has not "
+                "committed yet; write through that object, or let it commit first"
+            )
+        if self._pending:
+            if self._lock.replacer is None or self._lock.replacer() is not self:
+                raise IndexLockedError(f"this override of {self.path} was abandoned; open the index again")
+            return
         if (self.path / MANIFEST).exists():
             self.refresh()
 
-    def _remove_all(self) -> None:
-        for child in self.path.iterdir():
-            if child.name != LOCK and child.is_file():
-                child.unlink()
-
-    def _commit(self, new_graph: bool = False) -> None:
-        generation = self.generation + 1
+    def _commit(self) -> None:
+        if self._pending and self._batch_depth:
+            return  # an override inside batch(): committed once, when the block ends
+        # An override comes after whatever the replaced index reached, so no file name is reused.
+        generation = max(self._numbers_on_disk()[0], self.generation) + 1 if self._pending else self.generation + 1
         files = {}
 
         def write(name: str, writer) -> None:
@@ -409,12 +706,9 @@ class VoyagerIndex(Base):
             with open(path, "wb") as handle:
                 np.savez(
                     handle,
-                    doc_start=self.doc_start,
-                    doc_length=self.doc_length,
-                    payload_start=self.payload_start,
-                    payload_length=self.payload_length,
-                    alive=self.alive,
-                    label_doc=self.label_doc,
+                    **{key: getattr(self, key) for key in _DOC_ARRAYS},
+                    vector_sums=self.vector_sums,
+                    payload_sums=self.payload_sums,
                 )
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -439,6 +733,7 @@ class VoyagerIndex(Base):
             "rows": self.rows,
             "epoch": self.epoch,
             "payload_bytes": self.payload_bytes,
+            "chunk_bytes": CHUNK_BYTES,
             "documents": len(self._positions),
             "files": files,
         }
@@ -446,11 +741,15 @@ class VoyagerIndex(Base):
         os.replace(self.path / f"{MANIFEST}.tmp", self.path / MANIFEST)
         _fsync_dir(self.path)
         self.generation = generation
+        if self._pending:
+            self._pending = False
+            self._lock.replacer = None
         self._derive()
+        self._hold_store()
         self._remove_stale()
 
     def _remove_stale(self) -> None:
-        """Delete files of older generations and leftovers of killed writers."""
+        """Delete files of older generations and epochs and leftovers of killed writers (only files of ours)."""
         for child in self.path.iterdir():
             match = _GENERATION_FILE.match(child.name)
             stale = match and (match.group(4) or int(match.group(2)) != self.generation)
@@ -458,6 +757,58 @@ class VoyagerIndex(Base):
             if stale or (store and int(store.group(2)) != self.epoch):
                 with contextlib.suppress(FileNotFoundError):
                     child.unlink()
+
+    def _forget_uncommitted(self) -> None:
+        """After a failed write: back to the last commit, or, for a staged override, to an empty staged index."""
+        if self._pending:
+            self._empty_state(self.epoch)  # its store files are truncated by the next append
+        else:
+            self._open()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[VoyagerIndex]:
+        """Group writes: with ``override=True``, the old index is replaced once, when the block ends.
+
+        Inside the block, writes of an index opened with ``override=True`` are staged; the old index stays
+        committed until the block ends without an exception, and stays in place (the staged documents are
+        dropped) when it raises. Outside an override every write commits on its own, as without the block.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager[VoyagerIndex]
+            A context manager that yields ``self``.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = VoyagerIndex(folder, "demo", embedding_size=4).add_documents(["old"], [np.ones((2, 4), "f4")])
+        ...     fresh = VoyagerIndex(folder, "demo", override=True, embedding_size=4)
+        ...     try:
+        ...         with fresh.batch():
+        ...             _ = fresh.add_documents(["new"], [np.ones((2, 4), "f4")])
+        ...             raise KeyboardInterrupt  # interrupted before the end: nothing is replaced
+        ...     except KeyboardInterrupt:
+        ...         pass
+        ...     VoyagerIndex(folder, "demo", read_only=True, embedding_size=4).doc_ids
+        ['old']
+        """
+        self._batch_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._batch_depth -= 1
+            if self._pending and not self._batch_depth:
+                self._forget_uncommitted()
+            raise
+        self._batch_depth -= 1
+        if self._pending and not self._batch_depth:
+            self._writable()
+            try:
+                self._commit()
+            except BaseException:
+                self._forget_uncommitted()
+                raise
 
     def add_documents(
         self,
@@ -468,47 +819,64 @@ class VoyagerIndex(Base):
         upsert: bool = False,
         payloads: Sequence[dict] | None = None,
     ) -> VoyagerIndex:
-        """Add documents (one token matrix each) in one atomic commit; returns the index (as pylate's).
+        """Add documents (one token matrix each) in one atomic commit.
 
-        An id already in the index is an error unless ``upsert=True``, which replaces that document.
-        ``payloads`` (one JSON-serialisable dict per document) are stored with it and returned by ``payload``.
-        ``batch_size`` is accepted for pylate compatibility; the graph is built in one multi-threaded call.
+        Parameters
+        ----------
+        documents_ids
+            One unique non-empty string per document (a single string for one document).
+        documents_embeddings
+            One (tokens, ``embedding_size``) matrix per document: arrays, tensors, or what ``model.encode`` returns.
+        batch_size
+            Accepted for pylate compatibility; the graph is built in one multi-threaded call.
+        upsert
+            Replace documents whose id is already in the index (without it such an id is an error and nothing
+            is added).
+        payloads
+            One JSON-serialisable dict per document, stored with it and returned by :meth:`payload`.
+
+        Returns
+        -------
+        VoyagerIndex
+            ``self`` (as pylate's).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     index = VoyagerIndex(folder, "demo", embedding_size=4)
+        ...     index = index.add_documents(["a"], [np.ones((2, 4), "float32")], payloads=[{"text": "bir"}])
+        ...     index.payload("a"), len(index)
+        ({'text': 'bir'}, 1)
         """
         del batch_size
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
-        documents_ids = list(documents_ids)
-        if not documents_ids:
-            raise ColbertAzError("no documents to add: documents_ids is empty")
-        bad = next((i for i in documents_ids if not isinstance(i, str) or not i), None)
-        if bad is not None or any(not isinstance(i, str) for i in documents_ids):
-            raise ColbertAzError(f"document ids must be non-empty strings, got {bad!r}; convert ids with str()")
-        if len(set(documents_ids)) != len(documents_ids):
-            seen, duplicates = set(), []
-            for doc_id in documents_ids:
-                (duplicates.append(doc_id) if doc_id in seen else seen.add(doc_id))
-            raise ColbertAzError(
-                f"duplicate document ids in one call: {duplicates[:5]}; give every document its own id"
-            )
+        documents_ids = check_document_ids(documents_ids)
         matrices = _as_matrices(documents_embeddings, "document", self.embedding_size)
         if len(matrices) != len(documents_ids):
-            raise ColbertAzError(f"{len(documents_ids)} ids but {len(matrices)} embedding matrices")
-        if payloads is not None and len(payloads) != len(documents_ids):
-            raise ColbertAzError(f"{len(documents_ids)} ids but {len(payloads)} payloads")
-        encoded_payloads = [
-            (json.dumps(p, ensure_ascii=False) + "\n").encode() for p in (payloads or [{}] * len(documents_ids))
-        ]
-        self._writable()
-        present = [doc_id for doc_id in documents_ids if doc_id in self._positions]
-        if present and not upsert:
-            raise ColbertAzError(
-                f"{len(present)} ids are already in the index (e.g. {present[:3]}); pass upsert=True to replace them"
-            )
+            raise InvalidArgumentError(f"{len(documents_ids)} ids but {len(matrices)} embedding matrices")
+        if payloads is not None and (isinstance(payloads, (dict, str)) or len(payloads) != len(documents_ids)):
+            raise InvalidArgumentError(f"payloads must be a list of {len(documents_ids)} dicts, one per document")
         try:
-            self._add(documents_ids, matrices, encoded_payloads, present)
-        except BaseException:
-            self._open()  # forget the uncommitted change; the files still hold the last commit
-            raise
+            encoded_payloads = [
+                (json.dumps(p, ensure_ascii=False) + "\n").encode() for p in (payloads or [{}] * len(documents_ids))
+            ]
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"a payload cannot be stored as JSON: {first_line(exc)}") from exc
+        self._writable()
+        with self._lock.mutex:
+            present = [doc_id for doc_id in documents_ids if doc_id in self._positions]
+            if present and not upsert:
+                raise InvalidArgumentError(
+                    f"{len(present)} ids are already in the index (e.g. {present[:3]}); pass upsert=True "
+                    "(--upsert) to replace them"
+                )
+            try:
+                self._add(documents_ids, matrices, encoded_payloads, present)
+            except BaseException:
+                self._forget_uncommitted()
+                raise
         return self
 
     def _add(
@@ -519,9 +887,25 @@ class VoyagerIndex(Base):
         lengths = np.array([len(m) for m in matrices], np.int64)
         stacked = np.concatenate(matrices)
         stacked /= np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
-        _append(self.vectors_file, self.rows * self.embedding_size * 2, stacked.astype(STORE_DTYPE).tobytes())
+        vector_bytes = self.rows * self.embedding_size * 2
+        new_vectors = stacked.astype(STORE_DTYPE).tobytes()
+        _append(self.vectors_file, vector_bytes, new_vectors)
+        self.vector_sums = _extend_sums(
+            self.vectors_file, vector_bytes, vector_bytes + len(new_vectors), self.vector_sums
+        )
         payload_lengths = np.array([len(p) for p in encoded_payloads], np.int64)
-        _append(self.payloads_file, self.payload_bytes, b"".join(encoded_payloads))
+        new_payloads = b"".join(encoded_payloads)
+        _append(self.payloads_file, self.payload_bytes, new_payloads)
+        self.payload_sums = _extend_sums(
+            self.payloads_file, self.payload_bytes, self.payload_bytes + len(new_payloads), self.payload_sums
+        )
+        # Chunks hashed from the file just written are verified; the older ones keep their state.
+        self._vector_ok = np.concatenate(
+            [self._vector_ok[: vector_bytes // CHUNK_BYTES], np.ones(len(self.vector_sums), bool)]
+        )[: len(self.vector_sums)]
+        self._payload_ok = np.concatenate(
+            [self._payload_ok[: self.payload_bytes // CHUNK_BYTES], np.ones(len(self.payload_sums), bool)]
+        )[: len(self.payload_sums)]
 
         first_label = len(self.label_doc)
         labels = list(range(first_label, first_label + len(stacked)))
@@ -559,54 +943,148 @@ class VoyagerIndex(Base):
                 self.graph.mark_deleted(label)
 
     def remove_documents(self, documents_ids: str | Sequence[str]) -> VoyagerIndex:
-        """Remove documents from results and from the store (space is reclaimed by :meth:`compact`)."""
+        """Remove documents from results and from the store (space is reclaimed by :meth:`compact`).
+
+        Parameters
+        ----------
+        documents_ids
+            One id or a list of ids; an id not in the index is an error and nothing is removed.
+
+        Returns
+        -------
+        VoyagerIndex
+            ``self``.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     index = VoyagerIndex(folder, "demo", embedding_size=4)
+        ...     index = index.add_documents(["a", "b"], [np.ones((2, 4), "f4"), np.ones((3, 4), "f4")])
+        ...     "a" in index.remove_documents(["a"]), len(index)
+        (False, 1)
+        """
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
+        if not isinstance(documents_ids, Iterable):
+            raise InvalidArgumentError(f"documents_ids must be an id or a list of ids, got {documents_ids!r}")
+        documents_ids = list(documents_ids)
         self._writable()
-        missing = [doc_id for doc_id in documents_ids if doc_id not in self._positions]
-        if missing:
-            raise ColbertAzError(f"{len(missing)} ids are not in the index (e.g. {missing[:3]}); nothing was removed")
-        self._mark_removed(documents_ids)
-        self._commit()
+        with self._lock.mutex:
+            missing = [doc_id for doc_id in documents_ids if doc_id not in self._positions]
+            if missing:
+                raise InvalidArgumentError(
+                    f"{len(missing)} ids are not in the index (e.g. {missing[:3]}); nothing was removed"
+                )
+            try:
+                self._mark_removed(dict.fromkeys(documents_ids))
+                self._commit()
+            except BaseException:
+                self._forget_uncommitted()
+                raise
         return self
 
     def compact(self) -> VoyagerIndex:
-        """Rewrite the store and the graph without removed documents (one atomic commit)."""
+        """Rewrite the store and the graph without removed documents (one atomic commit).
+
+        Returns
+        -------
+        VoyagerIndex
+            ``self``.
+        """
         self._writable()
-        live = [i for i in range(len(self.doc_ids)) if self.alive[i]]
-        ids = [self.doc_ids[i] for i in live]
-        matrices = [
-            np.asarray(self.vectors[self.doc_start[i] : self.doc_start[i] + self.doc_length[i]], np.float32)
-            for i in live
-        ]
-        payloads = [self.payload(doc_id) for doc_id in ids]
-        generation = self.generation
-        self._empty_state()  # a new epoch: fresh store files; the old ones stay until the manifest moves on
-        self.generation = generation
-        if ids:
-            self.add_documents(ids, matrices, payloads=payloads)
-        else:
-            self._commit()
+        with self._lock.mutex:
+            live = [i for i in range(len(self.doc_ids)) if self.alive[i]]
+            ids = [self.doc_ids[i] for i in live]
+            matrices = [self._document_vectors(i) for i in live]
+            payloads = [self.payload(doc_id) for doc_id in ids]
+            self._empty_state(self._next_epoch())  # fresh store files; the old ones stay until the manifest moves
+            try:
+                if ids:
+                    encoded = [(json.dumps(p, ensure_ascii=False) + "\n").encode() for p in payloads]
+                    self._add(ids, matrices, encoded, [])
+                else:
+                    self._commit()
+            except BaseException:
+                self._forget_uncommitted()
+                raise
         return self
 
+    def close(self) -> None:
+        """Release the writer lock and open files (also released when the object is collected or the process ends).
+
+        A staged override that has not committed is dropped; the old index stays.
+        """
+        self._vectors = None
+        if self._payload_handle is not None:
+            self._payload_handle.close()
+            self._payload_handle = None
+        replacer = self._lock.replacer if self._lock is not None else None
+        if replacer is not None and replacer() is self:
+            self._lock.replacer = None
+        if self._release is not None:
+            self._release()
+            self._release = None
+        self._lock = None
+
     # ----------------------------------------------------------------------------------------------- reading
+    def _position(self, document_id: str) -> int:
+        try:
+            return self._positions[document_id]
+        except (KeyError, TypeError):
+            raise InvalidArgumentError(f"document {document_id!r} is not in the index at {self.path}") from None
+
     def payload(self, document_id: str) -> dict:
-        """The payload stored with a document (``{}`` if none)."""
-        position = self._positions[document_id]
-        if self._payload_handle is None:
-            self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
-        self._payload_handle.seek(int(self.payload_start[position]))
-        return json.loads(self._payload_handle.read(int(self.payload_length[position])))
+        """The payload stored with a document.
+
+        Parameters
+        ----------
+        document_id
+            The document's id (an error if it is not in the index).
+
+        Returns
+        -------
+        dict
+            Its payload (``{}`` if none was given).
+        """
+        position = self._position(document_id)
+        data = self._read_payload(int(self.payload_start[position]), int(self.payload_length[position]))
+        return json.loads(data)
+
+    def _document_vectors(self, position: int) -> np.ndarray:
+        start, length = self.doc_start[position : position + 1], self.doc_length[position : position + 1]
+        self._verify_vector_rows(start, length)
+        return np.asarray(self.vectors[int(start[0]) : int(start[0] + length[0])], np.float32)
 
     def document_embeddings(self, document_id: str) -> np.ndarray:
-        """The stored token vectors of one document, as float32: L2-normalised on add (as pylate's Voyager returns
-        them from its cosine graph; a no-op for model outputs, which are normalised) and kept as float16."""
-        position = self._positions[document_id]
-        start = int(self.doc_start[position])
-        return np.asarray(self.vectors[start : start + int(self.doc_length[position])], np.float32)
+        """The stored token vectors of one document.
+
+        Parameters
+        ----------
+        document_id
+            The document's id (an error if it is not in the index).
+
+        Returns
+        -------
+        numpy.ndarray
+            (tokens, dim) float32: L2-normalised on add (as pylate's Voyager returns them from its cosine graph; a
+            no-op for model outputs, which are normalised) and kept as float16.
+        """
+        return self._document_vectors(self._position(document_id))
 
     def get_documents_embeddings(self, document_ids: list[list[str]]) -> list[list[np.ndarray]]:
-        """pylate's interface: token vectors for each group of ids, read from the store."""
+        """pylate's interface: the stored token vectors for each group of ids.
+
+        Parameters
+        ----------
+        document_ids
+            Groups of ids (one group per query, as pylate's retriever passes them).
+
+        Returns
+        -------
+        list[list[numpy.ndarray]]
+            One (tokens, dim) matrix per id, grouped the same way.
+        """
         return [[self.document_embeddings(doc_id) for doc_id in group] for group in document_ids]
 
     def _query_graph(self, queries: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -633,7 +1111,21 @@ class VoyagerIndex(Base):
         return labels.astype(np.int64), distances, [len(q) for q in queries]
 
     def __call__(self, queries_embeddings, k: int = 10) -> dict:
-        """pylate's interface: for every query token its ``k`` nearest document tokens (as document ids)."""
+        """pylate's interface: for every query token its ``k`` nearest document tokens, as document ids.
+
+        Parameters
+        ----------
+        queries_embeddings
+            One (tokens, dim) matrix per query (or one matrix for one query).
+        k
+            Neighbours per query token (default 10; at most the number of stored vectors).
+
+        Returns
+        -------
+        dict
+            ``{"documents_ids": [...], "distances": [...]}``: per query, per token, ``k`` ids and cosine distances.
+        """
+        k = _check_count(k, "k")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         labels, distances, sizes = self._query_graph(queries, k)
         split = np.cumsum(sizes)[:-1]
@@ -644,8 +1136,22 @@ class VoyagerIndex(Base):
         }
 
     def rerank(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Exact MaxSim of one query (tokens × dim) against stored documents (by position)."""
+        """Exact MaxSim of one query against stored documents.
+
+        Parameters
+        ----------
+        query
+            (tokens, dim) query matrix.
+        positions
+            The documents' positions in :attr:`doc_ids`.
+
+        Returns
+        -------
+        numpy.ndarray
+            One score per position.
+        """
         starts, lengths = self.doc_start[positions], self.doc_length[positions]
+        self._verify_vector_rows(starts, lengths)
         rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         packed_starts = np.cumsum(lengths) - lengths
         return packed_maxsim_scores(query, np.asarray(self.vectors[rows], np.float32), packed_starts)
@@ -658,17 +1164,38 @@ class VoyagerIndex(Base):
         subset: Sequence[str] | None = None,
         candidates: int | None = None,
     ) -> list[list[dict]]:
-        """Top ``k`` documents per query, in pylate's format ``[[{"id": ..., "score": ...}, ...], ...]``.
+        """Top ``k`` documents per query by exact MaxSim over the candidates the graph finds.
 
         The graph gives ``k_token`` neighbours per query token; documents are pre-scored from those neighbours
         alone (a query token whose neighbours miss a document counts the lowest similarity it retrieved) when
         ``candidates`` is set, and the best ``candidates`` (default: all) get the exact MaxSim over their stored
-        vectors. Pruning trades recall for speed (see docs/benchmarks.md). ``subset`` keeps only those ids.
+        vectors. Pruning trades recall for speed (see docs/benchmarks.md).
+
+        Parameters
+        ----------
+        queries_embeddings
+            One (tokens, dim) matrix per query.
+        k
+            Documents per query (default 10).
+        k_token
+            Graph neighbours per query token (default 256).
+        subset
+            Only these ids may be returned (unknown ids are ignored).
+        candidates
+            Rerank only this many documents, chosen by the neighbours' similarities (default: all found).
+
+        Returns
+        -------
+        list[list[dict]]
+            pylate's format: per query, ``[{"id": ..., "score": ...}, ...]``, best first.
         """
+        k, k_token = _check_count(k, "k"), _check_count(k_token, "k_token")
+        if candidates is not None:
+            candidates = _check_count(candidates, "candidates")
+        if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
+            raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
-        if k < 1:
-            raise ColbertAzError(f"k must be at least 1, got {k}")
-        labels, distances, sizes = self._query_graph(queries, max(k_token, 1))
+        labels, distances, sizes = self._query_graph(queries, k_token)
         allowed = None
         if subset is not None:
             allowed = np.array([self._positions[i] for i in subset if i in self._positions], np.int64)
@@ -701,7 +1228,23 @@ class VoyagerIndex(Base):
         return results
 
     def exact_search(self, queries_embeddings, k: int = 10, chunk_documents: int = 4096) -> list[list[dict]]:
-        """Brute-force MaxSim over every live document: the yardstick for :meth:`search`."""
+        """Brute-force MaxSim over every live document: the yardstick for :meth:`search`.
+
+        Parameters
+        ----------
+        queries_embeddings
+            One (tokens, dim) matrix per query.
+        k
+            Documents per query (default 10).
+        chunk_documents
+            Documents scored per step (memory bound; default 4096).
+
+        Returns
+        -------
+        list[list[dict]]
+            As :meth:`search`.
+        """
+        k, chunk_documents = _check_count(k, "k"), _check_count(chunk_documents, "chunk_documents")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         if not self._positions:
             raise ColbertAzError("the index is empty; add documents before searching")
@@ -714,10 +1257,3 @@ class VoyagerIndex(Base):
             order = np.argsort(-scores, kind="stable")[:k]
             results.append([{"id": self.doc_ids[live[i]], "score": float(scores[i])} for i in order])
         return results
-
-    def close(self) -> None:
-        """Release the writer lock and open files (also released when the process ends)."""
-        self._derive()
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
