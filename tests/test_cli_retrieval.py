@@ -82,6 +82,7 @@ def test_index_naming_a_file_is_refused_and_the_file_kept(tiny_model, tmp_path, 
     notes = write(tmp_path / "notes.txt", "mine")
     assert "is a file" in bad_input(["index", tiny_model, corpus, "--index", notes], capsys)
     assert "is a file" in bad_input(["search", notes, "Bakı"], capsys)
+    assert "index folder name is empty" in bad_input(["index", tiny_model, corpus, "--index", ""], capsys)
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 

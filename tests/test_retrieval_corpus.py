@@ -130,3 +130,17 @@ def test_parquet_dates_become_iso_text_metadata(tmp_path):
     when = datetime.datetime(2024, 1, 2, 3, 4, 5)
     pq.write_table(pa.table({"id": ["a"], "text": ["Bakı"], "day": [when.date()], "at": [when]}), path)
     assert read_corpus(path).metadata == [{"day": "2024-01-02", "at": "2024-01-02T03:04:05"}]
+
+
+def test_tsv_quotes_are_text_as_in_ms_marco_collections(tmp_path):
+    corpus = read_corpus(write(tmp_path, "c.tsv", 'id\ttext\n1\t"Bakı" şəhəri\n2\tdeyir: "salam\n'))
+    assert corpus.texts == ['"Bakı" şəhəri', 'deyir: "salam']
+
+
+@pytest.mark.parametrize(
+    ("source", "columns", "message"),
+    [("", {}, "corpus name is empty"), ("c.jsonl", {"id_column": "text"}, "both 'text'")],
+)
+def test_an_empty_corpus_name_or_one_column_for_ids_and_texts_is_refused(tmp_path, source, columns, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        read_corpus(source, **columns)

@@ -67,8 +67,9 @@ def read_corpus(
     Parameters
     ----------
     source
-        A ``.jsonl``/``.json`` (JSON lines or one array of objects), ``.csv``, ``.tsv`` or ``.parquet`` file, or
-        the name of a dataset on the Hugging Face hub. A name that looks like a path is never looked up on the hub.
+        A ``.jsonl``/``.json`` (JSON lines or one array of objects), ``.csv`` (quoted as by Excel or pandas),
+        ``.tsv`` (one row per line, no quoting, as MS MARCO's ``collection.tsv``) or ``.parquet`` file, or the
+        name of a dataset on the Hugging Face hub. A name that looks like a path is never looked up on the hub.
     id_column
         Column holding the document ids. Ids are kept as written (CSV ``007`` → ``"007"``, JSON ``2`` → ``"2"``);
         a missing, null or empty id is an error naming the line, a repeated id an error naming the id.
@@ -98,6 +99,10 @@ def read_corpus(
     ['007', '2.50']
     """
     name = str(source)
+    if not name.strip():
+        raise InvalidArgumentError("the corpus name is empty; name a corpus file or a hub dataset")
+    if id_column == text_column:
+        raise InvalidArgumentError(f"the id and text columns are both {id_column!r}; name two different columns")
     path = Path(source)
     if path.is_file():
         kind = _FILE_FORMATS.get(path.suffix.lower())
@@ -221,7 +226,9 @@ def _read_json_array(text: str, name: str, id_column: str) -> Iterator[tuple[str
 
 def _read_delimited(text: str, delimiter: str, name: str) -> tuple[list[str], Records]:
     csv.field_size_limit(2**31 - 1)  # the default, 128 KiB, is shorter than some documents
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # TSV has no quoting (one row per line, as MS MARCO's collection.tsv): a quote is part of the text.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
         header = next(reader)
     except csv.Error as exc:

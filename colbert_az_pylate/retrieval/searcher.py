@@ -220,8 +220,11 @@ def _resolve_model(model):
     return model, None
 
 
-def _check_index_folder(folder: Path, writable: bool) -> None:
+def _check_index_folder(name: str | Path, writable: bool) -> None:
     """Refuse, before anything is loaded or created, an index folder that is a file or cannot be created."""
+    if not str(name).strip():
+        raise InvalidArgumentError("the index folder name is empty; name a folder for the index")
+    folder = Path(name)
     if folder.exists():
         if not folder.is_dir():
             raise InvalidArgumentError(f"the index folder {folder} is a file; name a folder (new, or an index)")
@@ -296,7 +299,7 @@ class Searcher:
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
             raise InvalidArgumentError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
         batch_size = check_count(batch_size, "batch_size")
-        _check_index_folder(Path(folder), writable=not read_only)
+        _check_index_folder(folder, writable=not read_only)
         self.pool_factor = pool_factor
         self.model, name = _resolve_model(model)
         self.folder, self.backend, self.override = Path(folder), backend, override
