@@ -1,8 +1,15 @@
-"""``load``: a pylate model from a converted folder, or from a raw colbert-az checkpoint converted once."""
+"""``load``: a pylate model from a converted folder, or from a raw colbert-az checkpoint converted once.
+
+A raw checkpoint is converted into the cache (``~/.cache/colbert_az_pylate`` or ``$COLBERT_AZ_CACHE``). A
+conversion there counts as done only once its completion record (``.colbert-az-complete.json``: every file with
+its size) is written, last; a cached folder whose files no longer match it, or that pylate fails to load, is
+converted again instead of failing forever.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,21 +17,53 @@ from colbert_az_pylate.conversion.checkpoint import (
     PROJECTION_FILE,
     WEIGHT_FILES,
     check_layout,
+    check_weights,
     is_converted,
     resolve_source,
 )
 from colbert_az_pylate.conversion.converter import convert
+from colbert_az_pylate.errors import CheckpointError, ColbertAzError, first_line
 
 CACHE_ENV = "COLBERT_AZ_CACHE"
+COMPLETE_FILE = ".colbert-az-complete.json"
 
 
 def default_cache_dir() -> Path:
-    """Where raw checkpoints are converted to: ``$COLBERT_AZ_CACHE`` or ``~/.cache/colbert_az_pylate``."""
+    """Where raw checkpoints are converted to: ``$COLBERT_AZ_CACHE`` or ``~/.cache/colbert_az_pylate``.
+
+    Returns
+    -------
+    Path
+        The cache folder (not created).
+
+    Examples
+    --------
+    >>> default_cache_dir().name in ("colbert_az_pylate", Path(os.environ.get(CACHE_ENV, "x")).name)
+    True
+    """
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "colbert_az_pylate"))
 
 
 def checkpoint_fingerprint(folder: Path) -> str:
-    """A short hash of what a conversion reads: small files by content, weights by size and mtime."""
+    """A short hash of what a conversion reads: small files by content, weights by size and mtime.
+
+    Parameters
+    ----------
+    folder : Path
+        A checkpoint in the colbert-az layout.
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits; the cache folder of a conversion is named after it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     len(checkpoint_fingerprint(Path(tmp)))
+    16
+    """
     digest = hashlib.sha256()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", PROJECTION_FILE):
         path = folder / name
@@ -38,6 +77,61 @@ def checkpoint_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != COMPLETE_FILE
+    }
+
+
+def mark_complete(folder: Path) -> None:
+    """Record every file of a finished conversion with its size; written last, atomically."""
+    record = folder / COMPLETE_FILE
+    staged = record.with_name(f"{COMPLETE_FILE}.{os.getpid()}.tmp")
+    staged.write_text(json.dumps({"files": _file_sizes(folder)}, indent=1), encoding="utf-8")
+    os.replace(staged, record)
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a finished conversion whose files are all there with the sizes recorded.
+
+    Parameters
+    ----------
+    folder : Path
+        A folder of the cache.
+
+    Returns
+    -------
+    bool
+        False when the completion record is missing or unreadable, or a file is missing, added or resized
+        (a truncated weights file, an interrupted copy).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for name in ("modules.json", "config_sentence_transformers.json", "model.safetensors"):
+    ...         _ = (Path(tmp) / name).write_bytes(b"0123")
+    ...     mark_complete(Path(tmp))
+    ...     before = is_complete(Path(tmp))
+    ...     _ = (Path(tmp) / "model.safetensors").write_bytes(b"01")
+    ...     before, is_complete(Path(tmp))
+    (True, False)
+    """
+    try:
+        recorded = json.loads((folder / COMPLETE_FILE).read_text(encoding="utf-8"))["files"]
+        return is_converted(folder) and recorded == _file_sizes(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _pylate_model(folder: Path, device: str | None, kwargs: dict):
+    from pylate.models import ColBERT
+
+    return ColBERT(str(folder), device=device, **kwargs)
+
+
 def load(
     source: str | Path,
     device: str | None = None,
@@ -48,22 +142,64 @@ def load(
 ):
     """A ``pylate.models.ColBERT`` that encodes exactly like the model card's code.
 
-    ``source`` is a converted folder (or hub repository), loaded as is, or a raw colbert-az checkpoint,
-    converted (and verified) once into ``cache_dir`` and loaded from there. ``kwargs`` go to
-    ``pylate.models.ColBERT``.
+    Parameters
+    ----------
+    source : str or Path
+        A converted folder (or the hub id of one), loaded as is, or a raw colbert-az checkpoint (folder or hub
+        id), converted and verified once into ``cache_dir`` and loaded from there. A path that exists locally
+        is never looked up on the hub; relative paths are taken from the working directory.
+    device : str, optional
+        The torch device; pylate's choice by default.
+    revision : str, optional
+        The hub revision of a hub id.
+    cache_dir : str or Path, optional
+        Where raw checkpoints are converted to; :func:`default_cache_dir` by default.
+    **kwargs
+        Passed to ``pylate.models.ColBERT``.
 
+    Returns
+    -------
+    pylate.models.ColBERT
+        The model.
+
+    Raises
+    ------
+    SourceNotFoundError, CheckpointError
+        When the source is missing, not in the colbert-az layout, or cannot be loaded.
+
+    Examples
+    --------
+    >>> import tempfile
     >>> from colbert_az_pylate import load
-    >>> model = load("LocalDoc/colbert-az")  # doctest: +SKIP
-    >>> model.encode(["Bakı"], is_query=True)[0].shape  # doctest: +SKIP
-    (32, 128)
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> from colbert_az_pylate import convert
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     source = build_checkpoint(Path(tmp) / "colbert-az", "wordpiece")
+    ...     _ = convert(source, Path(tmp) / "colbert-az-pylate", verify=False)
+    ...     model = load(Path(tmp) / "colbert-az-pylate", device="cpu")
+    >>> model.encode(["Bakı"], is_query=True, show_progress_bar=False)[0].shape
+    (32, 24)
     """
-    from pylate.models import ColBERT
-
     folder = resolve_source(source, revision)
-    if not is_converted(folder):
-        check_layout(folder)
-        target = Path(cache_dir or default_cache_dir()) / f"{folder.name}-{checkpoint_fingerprint(folder)}"
-        if not is_converted(target):
-            convert(folder, target, overwrite=target.exists())
-        folder = target
-    return ColBERT(str(folder), device=device, **kwargs)
+    if is_converted(folder):
+        check_weights(folder)
+        try:
+            return _pylate_model(folder, device, kwargs)
+        except (ColbertAzError, TypeError):
+            raise
+        except Exception as exc:  # a damaged or incompatible folder of the user's
+            raise CheckpointError(f"pylate cannot load {folder}: {first_line(exc)[:200]}") from exc
+    check_layout(folder)
+    target = Path(os.path.abspath(Path(cache_dir or default_cache_dir()).expanduser()))
+    target = target / f"{folder.name}-{checkpoint_fingerprint(folder)}"
+    if not is_complete(target):
+        convert(folder, target, overwrite=target.exists())
+        mark_complete(target)
+    try:
+        return _pylate_model(target, device, kwargs)
+    except (ColbertAzError, TypeError):
+        raise
+    except Exception:  # the cached conversion was damaged after it was recorded: build it again, once
+        convert(folder, target, overwrite=True)
+        mark_complete(target)
+        return _pylate_model(target, device, kwargs)

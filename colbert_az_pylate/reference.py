@@ -1,14 +1,10 @@
 """The model card's inference code as a small class: the yardstick of every parity claim.
 
-It follows ``../shared/seed/colbert-az-model-card.md`` step by step (AutoTokenizer + ``[Q]``/``[D]`` special
-tokens, AutoModel backbone resized to the tokenizer, ``projection.pt`` as a bias-free linear layer, L2
-normalisation, query expansion with mask tokens, MaxSim), and works on any checkpoint of that layout:
-any ``AutoModel`` backbone and any projection size.
-
->>> from colbert_az_pylate.reference import ReferenceColBERT
->>> model = ReferenceColBERT.from_pretrained("path/to/colbert-az")  # doctest: +SKIP
->>> model.score(["Azərbaycanın paytaxtı"], ["Bakı Azərbaycanın paytaxtıdır."])  # doctest: +SKIP
-tensor([[25.1]])
+It follows the "Usage" code of the LocalDoc/colbert-az model card step by step (AutoTokenizer + ``[Q]``/``[D]``
+special tokens, AutoModel backbone resized to the tokenizer, ``projection.pt`` as a bias-free linear layer, L2
+normalisation, query expansion with mask tokens, MaxSim), and works on any checkpoint of that layout: any
+``AutoModel`` backbone and any projection size. ``tests/model_card_code.py`` holds that code verbatim and the
+tests check this class against it.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE, load_projection
+from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE, check_layout, load_projection, resolve_source
+from colbert_az_pylate.errors import CheckpointError, ColbertAzError, first_line
 from colbert_az_pylate.scores import maxsim_scores, pad_documents
 from colbert_az_pylate.tokenization import (
     DOCUMENT_LENGTH,
@@ -37,12 +34,25 @@ class ReferenceColBERT(nn.Module):
 
     Parameters
     ----------
-    backbone
+    backbone : torch.nn.Module
         A Hugging Face encoder whose ``last_hidden_state`` is projected.
-    tokenizer
+    tokenizer : transformers.PreTrainedTokenizerBase
         Its tokenizer, with ``[Q]``/``[D]`` added (``from_pretrained`` does that).
-    projection_weight
+    projection_weight : torch.Tensor
         The (embedding_dim, hidden_size) weight of the bias-free projection.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     model = ReferenceColBERT.from_pretrained(build_checkpoint(Path(tmp) / "colbert-az", "wordpiece"))
+    >>> vectors, ids = model.encode_queries(["Azərbaycanın paytaxtı"])
+    >>> tuple(vectors.shape)
+    (1, 32, 24)
+    >>> model.score(["Bakı"], ["Bakı Azərbaycanın paytaxtıdır.", "Nizami"]).shape
+    torch.Size([1, 2])
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, projection_weight: torch.Tensor) -> None:
@@ -56,11 +66,35 @@ class ReferenceColBERT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> ReferenceColBERT:
-        """Load a local folder in the colbert-az layout (backbone, tokenizer, ``projection.pt``)."""
-        path = Path(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        add_markers(tokenizer)
-        backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        """Load a local folder in the colbert-az layout (backbone, tokenizer, ``projection.pt``).
+
+        Parameters
+        ----------
+        path : str or Path
+            The folder (relative paths are taken from the working directory).
+        device : str or torch.device, default "cpu"
+            Where the model runs.
+
+        Returns
+        -------
+        ReferenceColBERT
+            In evaluation mode, computing in float32 as the card's code does.
+
+        Raises
+        ------
+        SourceNotFoundError, CheckpointError
+            When the folder is missing, lacks a file of the layout, or cannot be loaded (truncated weights …).
+        """
+        path = resolve_source(path)
+        check_layout(path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            add_markers(tokenizer)
+            backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        except ColbertAzError:
+            raise
+        except Exception as exc:  # any loader failure on the user's files
+            raise CheckpointError(f"cannot load {path} as the model card does: {first_line(exc)[:200]}") from exc
         backbone.resize_token_embeddings(len(tokenizer))
         hidden_size = backbone.get_input_embeddings().embedding_dim
         model = cls(backbone, tokenizer, load_projection(path / PROJECTION_FILE, hidden_size))
@@ -68,11 +102,23 @@ class ReferenceColBERT(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the projection (and of the whole model)."""
         return self.projection.weight.device
 
     @torch.no_grad()
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Normalised token vectors, zeroed where the attention mask is 0 (the card's ``encode``)."""
+        """Normalised token vectors, zeroed where the attention mask is 0 (the card's ``encode``).
+
+        Parameters
+        ----------
+        input_ids, attention_mask : torch.Tensor
+            A tokenized batch, shape (batch, tokens).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, tokens, embedding_dim) on the model's device.
+        """
         out = self.backbone(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
@@ -84,7 +130,22 @@ class ReferenceColBERT(nn.Module):
     def encode_queries(
         self, texts: Sequence[str], batch_size: int = 32, max_length: int = QUERY_LENGTH
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query vectors (n, max_length, dim) and their input ids."""
+        """Query vectors and their input ids, as the card encodes queries (``[Q]``, expanded with mask tokens).
+
+        Parameters
+        ----------
+        texts : Sequence[str]
+            The queries.
+        batch_size : int, default 32
+            Queries per forward pass.
+        max_length : int, default 32
+            Query length after expansion.
+
+        Returns
+        -------
+        tuple[torch.Tensor, torch.Tensor]
+            Vectors (n, max_length, embedding_dim) on the CPU and input ids (n, max_length).
+        """
         ids, vectors = [], []
         for start in range(0, len(texts), batch_size):
             enc = reference_query_inputs(self.tokenizer, texts[start : start + batch_size], max_length)
@@ -95,7 +156,22 @@ class ReferenceColBERT(nn.Module):
     def encode_documents(
         self, texts: Sequence[str], batch_size: int = 32, max_length: int = DOCUMENT_LENGTH
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For each document, its unpadded token vectors (tokens, dim) and input ids."""
+        """For each document, its unpadded token vectors and input ids, as the card encodes documents (``[D]``).
+
+        Parameters
+        ----------
+        texts : Sequence[str]
+            The documents.
+        batch_size : int, default 32
+            Documents per forward pass.
+        max_length : int, default 256
+            Documents are truncated to this many tokens.
+
+        Returns
+        -------
+        list[tuple[torch.Tensor, torch.Tensor]]
+            Per document: vectors (tokens, embedding_dim) on the CPU and input ids (tokens,).
+        """
         out = []
         for start in range(0, len(texts), batch_size):
             enc = reference_document_inputs(self.tokenizer, texts[start : start + batch_size], max_length)
@@ -106,7 +182,18 @@ class ReferenceColBERT(nn.Module):
         return out
 
     def score(self, queries: Sequence[str], documents: Sequence[str]) -> torch.Tensor:
-        """MaxSim scores (n_queries, n_documents), as the card's ``maxsim_score`` for every pair."""
+        """MaxSim scores of every query against every document, as the card's ``maxsim_score``.
+
+        Parameters
+        ----------
+        queries, documents : Sequence[str]
+            The texts.
+
+        Returns
+        -------
+        torch.Tensor
+            (n_queries, n_documents).
+        """
         query_vectors, _ = self.encode_queries(queries)
         docs = [vectors for vectors, _ in self.encode_documents(documents)]
         return maxsim_scores(query_vectors, *pad_documents(docs))

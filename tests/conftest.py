@@ -26,9 +26,10 @@ def az_mirage() -> Path | None:
 
 @pytest.fixture(scope="session")
 def probes(az_mirage):
+    """The package's own probe texts, plus 24 real AZ-MIRAGE texts when they are beside the checkout."""
     from colbert_az_pylate.conversion.probes import probe_texts
 
-    return probe_texts(az_mirage, real_limit=24) if az_mirage else probe_texts(Path("/nonexistent"))
+    return probe_texts(az_mirage, real_limit=24) if az_mirage else probe_texts()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ import torch
 from model_card_code import ModelCardCode
 
 from colbert_az_pylate import ReferenceColBERT, convert
+from colbert_az_pylate.conversion.probes import probe_texts
 from colbert_az_pylate.errors import OutputExistsError, ParityError
 from colbert_az_pylate.fixtures import FAMILIES
 
@@ -27,7 +29,7 @@ def test_every_family_converts_with_exact_parity(converted, family):
     assert parity.token_mismatches == [] and parity.card_code_mismatches == []
     assert parity.max_vector_error <= 1e-5
     assert parity.max_score_relative_error <= 1e-4
-    assert parity.texts >= 17
+    assert parity.texts >= len(probe_texts())
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -174,3 +176,166 @@ def test_bfloat16_config_is_pinned_to_float32_so_pylate_computes_like_the_refere
     assert report.parity.passed, report.parity.failure()
     assert any("bfloat16 -> float32" in fix for fix in report.fixes)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "float32"
+
+
+# --- interrupted and killed conversions leave nothing behind (real processes) ---------------------------------
+
+
+def _worker_of(parent_pid: int) -> int | None:
+    """The pid of the pylate worker that ``parent_pid`` started (its last argument is the parent's pid)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        args = [arg for arg in args if arg]
+        if len(args) >= 2 and args[1].endswith("pylate_worker.py") and args[-1] == str(parent_pid):
+            return int(entry.name)
+    return None
+
+
+def _start_cli_convert(source: Path, workdir: Path, system_tmp: Path) -> tuple[subprocess.Popen, int]:
+    """``colbert-az convert`` in its own process, returned once its pylate worker runs."""
+    import os
+    import time
+
+    (workdir / "probes.txt").write_text("Bakı\nAzərbaycan mədəniyyəti\n", encoding="utf-8")
+    env = {**os.environ, "TMPDIR": str(system_tmp), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "colbert_az_pylate", "convert", str(source), "./out", "--probes", "probes.txt"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        worker = _worker_of(process.pid)
+        if worker:
+            return process, worker
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the pylate worker never started: {process.communicate()[1][-2000:]}")
+
+
+def _wait_gone(pid: int, seconds: float = 20) -> bool:
+    import time
+
+    from colbert_az_pylate.conversion.staging import pid_alive
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the worker through /proc")
+
+
+@needs_proc
+def test_sigkill_during_convert_kills_the_worker_and_the_next_run_removes_the_leftovers(
+    checkpoints, tmp_path, monkeypatch
+):
+    import signal
+    import tempfile
+
+    workdir, system_tmp = tmp_path / "work", tmp_path / "system-tmp"
+    workdir.mkdir()
+    system_tmp.mkdir()
+    process, worker = _start_cli_convert(checkpoints["wordpiece"], workdir, system_tmp)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert _wait_gone(worker), "the pylate worker outlived its killed parent"
+    leftovers = [p.name for p in workdir.iterdir() if p.name.startswith(".out.tmp-")]
+    verify_folders = [p.name for p in system_tmp.iterdir() if p.name.startswith("colbert-az-verify-")]
+    assert leftovers and verify_folders, "the kill did not happen mid-conversion"
+
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    monkeypatch.chdir(workdir)
+    convert(checkpoints["wordpiece"], "out", verify=False)
+    assert sorted(p.name for p in workdir.iterdir()) == ["out", "probes.txt"]
+    assert list(system_tmp.iterdir()) == []
+
+
+@needs_proc
+def test_ctrl_c_during_convert_exits_130_with_one_line_and_keeps_nothing(checkpoints, tmp_path):
+    import signal
+
+    workdir, system_tmp = tmp_path / "work", tmp_path / "system-tmp"
+    workdir.mkdir()
+    system_tmp.mkdir()
+    process, worker = _start_cli_convert(checkpoints["wordpiece"], workdir, system_tmp)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert _wait_gone(worker)
+    assert sorted(p.name for p in workdir.iterdir()) == ["probes.txt"]
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_a_kill_between_the_two_renames_of_overwrite_loses_no_output(tmp_path):
+    from colbert_az_pylate.conversion.staging import remove_stale_staging
+
+    dead = 999_999_999  # above any pid_max: no such process
+    (tmp_path / f".model.old-{dead}-ab12").mkdir()
+    (tmp_path / f".model.old-{dead}-ab12" / "config.json").write_text("{}")
+    (tmp_path / f".model.tmp-{dead}-cd34").mkdir()
+    (tmp_path / f".other.tmp-{dead}-ef56").mkdir()
+    alive = tmp_path / f".busy.tmp-{os.getpid()}-gh78"
+    alive.mkdir()
+    notes = remove_stale_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "model"]
+    assert (tmp_path / "model" / "config.json").is_file() and len(notes) == 3
+
+
+def test_a_new_conversion_removes_what_killed_ones_left_beside_its_output(checkpoints, tmp_path):
+    dead = 999_999_999
+    stale = tmp_path / f".out.tmp-{dead}-zz99"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    steps = []
+    convert(checkpoints["wordpiece"], tmp_path / "out", verify=False, on_step=steps.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert any("removed .out.tmp-" in step for step in steps)
+
+
+# --- the package's own probe texts ------------------------------------------------------------------------------
+
+
+def test_default_probes_are_shipped_inside_the_package_whatever_the_working_directory(tmp_path, monkeypatch):
+    repository = Path(__file__).resolve().parent.parent  # where ../shared/data/az-mirage sits beside the checkout
+    monkeypatch.chdir(repository)
+    here = probe_texts()
+    monkeypatch.chdir(tmp_path)
+    assert probe_texts() == here
+    text = " ".join(here)
+    assert len(here) >= 60 and all(letter in text for letter in "əöüğışçƏÖÜĞİŞÇ")
+    assert any(character.isdigit() for character in text) and "The museum" in text
+    assert max(len(t.split()) for t in here) > 256  # longer than the document limit in any tokenizer
+
+
+def test_no_module_of_the_package_reads_files_outside_it():
+    package = Path(__file__).resolve().parent.parent / "colbert_az_pylate"
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if "../shared" in line or '"shared"' in line or "parents[2]" in line
+    ]
+    assert offenders == []
+
+
+def test_an_az_mirage_file_adds_extra_probes_and_a_missing_one_is_refused(tmp_path):
+    from colbert_az_pylate.errors import DataFormatError
+
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps([{"query": "Şəki haradadır?", "answer": ["Şimal-qərbdə."]}]), encoding="utf-8")
+    assert probe_texts(dataset)[-2:] == ["Şəki haradadır?", "Şimal-qərbdə."]
+    with pytest.raises(DataFormatError, match="cannot read the probe data set"):
+        probe_texts(tmp_path / "missing.json")

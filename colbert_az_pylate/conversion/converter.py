@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +29,15 @@ from colbert_az_pylate.conversion.checkpoint import (
 )
 from colbert_az_pylate.conversion.model_card import converted_model_card
 from colbert_az_pylate.conversion.probes import probe_texts
+from colbert_az_pylate.conversion.staging import (
+    remove_stale_staging,
+    remove_stale_verify_folders,
+    retired_name,
+    staging_folder,
+)
 from colbert_az_pylate.conversion.verification import ParityReport
 from colbert_az_pylate.conversion.verification import verify as verify_parity
-from colbert_az_pylate.errors import CheckpointError, OutputExistsError, ParityError, TokenizerError
+from colbert_az_pylate.errors import CheckpointError, OutputExistsError, ParityError, TokenizerError, first_line
 from colbert_az_pylate.tokenization import (
     DOCUMENT_LENGTH,
     DOCUMENT_MARKER,
@@ -52,7 +58,31 @@ SKIPPED_SOURCE_FILES = frozenset({"README.md", "modules.json", "sentence_bert_co
 
 @dataclass
 class ConversionReport:
-    """What a conversion did: sizes, tokenizer fixes and the parity figures (``None`` when not verified)."""
+    """What a conversion did: sizes, tokenizer fixes and the parity figures (``None`` when not verified).
+
+    Parameters
+    ----------
+    source : str
+        The source as given (hub id or folder).
+    output : str
+        The output folder as given.
+    hidden_size : int
+        The backbone's hidden size.
+    embedding_dim : int
+        The projection's output size (the size of each token vector).
+    fixes : list[str]
+        What was changed so that pylate tokenizes like the reference, one line each.
+    parity : ParityReport, optional
+        The verification figures, or ``None`` when not verified.
+
+    Examples
+    --------
+    >>> report = ConversionReport("./colbert-az", "./colbert-az-pylate", 768, 128, ["added [Q]/[D] as ids 5/6"])
+    >>> print(report.summary())
+    converted ./colbert-az -> ./colbert-az-pylate (768 -> 128 dimensions)
+    fixed: added [Q]/[D] as ids 5/6
+    parity: not verified (verify=False)
+    """
 
     source: str
     output: str
@@ -62,6 +92,7 @@ class ConversionReport:
     parity: ParityReport | None = None
 
     def to_dict(self) -> dict:
+        """The report as JSON-ready data (``--json``)."""
         return {
             "source": self.source,
             "output": self.output,
@@ -72,6 +103,7 @@ class ConversionReport:
         }
 
     def summary(self) -> str:
+        """A few human-readable lines: what was converted, what was fixed, the parity figures."""
         lines = [
             f"converted {self.source} -> {self.output} ({self.hidden_size} -> {self.embedding_dim} dimensions)",
             *(f"fixed: {fix}" for fix in self.fixes),
@@ -86,9 +118,8 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     """The checkpoint's tokenizer as the model card loads it (``AutoTokenizer``), with a clear error."""
     try:
         return AutoTokenizer.from_pretrained(folder)
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TokenizerError(f"cannot read the tokenizer in {folder}: {message[:200]}") from exc
+    except Exception as exc:  # any loader failure on the user's files
+        raise TokenizerError(f"cannot read the tokenizer in {folder}: {first_line(exc)[:200]}") from exc
 
 
 def prepare_tokenizer(folder: Path, probes: Sequence[str]) -> tuple[PreTrainedTokenizerBase, list[str]]:
@@ -180,13 +211,19 @@ def pin_float32(config_path: Path) -> list[str]:
 
 
 def _move_into_place(staged: Path, output: Path) -> None:
-    if output.exists():
-        retired = output.with_name(f".{output.name}.old-{staged.name[-8:]}")
-        output.rename(retired)
+    """Rename ``staged`` to ``output``; a previous output is kept aside until the new one is in place."""
+    if not output.exists():
         staged.rename(output)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
+        return
+    retired = retired_name(output)
+    output.rename(retired)
+    try:
         staged.rename(output)
+    except BaseException:  # Ctrl-C or a failed rename between the two renames: put the old output back
+        if not output.exists():
+            retired.rename(output)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def convert(
@@ -204,41 +241,83 @@ def convert(
 ) -> ConversionReport:
     """Convert a colbert-az checkpoint into a folder that ``pylate.models.ColBERT(output)`` loads exactly.
 
+    The folder is written beside ``output`` under a temporary name and moved into place only when it is
+    complete (and verified); an interrupted or killed conversion leaves nothing that a later run does not clean.
+
     Parameters
     ----------
-    source
-        A hub id (``LocalDoc/colbert-az``) or a local folder in the colbert-az layout.
-    output
+    source : str or Path
+        A hub id (``LocalDoc/colbert-az``) or a local folder in the colbert-az layout (relative paths are taken
+        from the working directory and never looked up on the hub).
+    output : str or Path
         The folder to write; it must not exist unless ``overwrite``.
-    verify
-        Check parity with the model card's code (in a separate pylate process) before writing.
-    force
+    revision : str, optional
+        The hub revision of a hub id.
+    verify : bool, default True
+        Check parity with the model card's code (plain pylate in a separate process) before writing.
+    overwrite : bool, default False
+        Replace an existing ``output`` (swapped in only when the new folder is complete).
+    force : bool, default False
         Write the output even when verification fails.
-    probes, dataset
-        Probe texts for alignment and verification (default: edge cases + AZ-MIRAGE texts from ``dataset``).
-    model_id
+    probes : Sequence[str], optional
+        Probe texts for alignment and verification; :func:`~colbert_az_pylate.conversion.probes.probe_texts`
+        by default (edge cases and sentences shipped with the package).
+    dataset : str or Path, optional
+        An AZ-MIRAGE ``dataset.json`` whose texts are added to the default probes.
+    model_id : str, optional
         The name the model card's snippet uses (default: the hub id, or the output folder's name).
+    on_step : callable, optional
+        Called with a short message at each step (progress); logged by default.
 
+    Returns
+    -------
+    ConversionReport
+        Sizes, the tokenizer fixes applied and the parity figures (``None`` when ``verify=False``).
+
+    Raises
+    ------
+    OutputExistsError
+        ``output`` exists and ``overwrite`` is false, or it would replace the source.
+    CheckpointError
+        The source is missing, not in the colbert-az layout, or damaged.
+    ParityError
+        Verification failed and ``force`` is false.
+
+    Examples
+    --------
+    >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> report = convert("./colbert-az", "./colbert-az-pylate")  # doctest: +SKIP
-    >>> print(report.summary())  # doctest: +SKIP
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     source = build_checkpoint(Path(tmp) / "colbert-az", "gemma")
+    ...     report = convert(source, Path(tmp) / "colbert-az-pylate", verify=False)
+    ...     (Path(tmp) / "colbert-az-pylate" / "modules.json").is_file()
+    True
+    >>> report.fixes[0]
+    'added [Q]/[D] as ids 360/361'
     """
+    output_arg = output
     step = on_step or (lambda message: logger.info(message))
-    output = Path(output).expanduser()
+    output = Path(os.path.abspath(Path(output).expanduser()))
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it")
     step(f"reading {source}")
     folder = resolve_source(source, revision)
+    if output == folder or output in folder.parents:
+        raise OutputExistsError(f"{output} would replace the source {folder}; choose another output folder")
     check_layout(folder)
     hidden_size = hidden_size_of(folder)
     projection = load_projection(folder / PROJECTION_FILE, hidden_size)
     probe_set = list(probes) if probes is not None else probe_texts(dataset)
     step("aligning the tokenizer with the reference")
     tokenizer, fixes = prepare_tokenizer(folder, probe_set)
-    report = ConversionReport(str(source), str(output), hidden_size, projection.shape[0], fixes)
+    report = ConversionReport(str(source), str(output_arg), hidden_size, projection.shape[0], fixes)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    for note in remove_stale_staging(output.parent):
+        step(note)
+    remove_stale_verify_folders()
+    staged = staging_folder(output)
     try:
         step("writing the pylate files")
         _copy_checkpoint(folder, staged)
@@ -256,7 +335,7 @@ def convert(
             if not report.parity.passed and not force:
                 raise ParityError(f"conversion refused, {report.parity.failure()} (use force to write anyway)")
         _move_into_place(staged, output)
-    finally:
+    finally:  # also on Ctrl-C: nothing half-written is kept
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
     return report

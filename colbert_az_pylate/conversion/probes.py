@@ -1,12 +1,19 @@
-"""Probe texts on which conversion parity is checked: edge cases plus real Azerbaijani questions."""
+"""Probe texts on which conversion parity is checked: edge cases plus Azerbaijani/English sentences shipped here.
+
+Everything the default check needs lives inside the package (``colbert_az_pylate/data/probes.jsonl``), so
+``convert`` and ``verify`` check the same texts wherever they run; real AZ-MIRAGE questions are optional extras.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+from importlib import resources
 from pathlib import Path
 
-AZ_MIRAGE_DATASET = Path("..") / "shared" / "data" / "az-mirage" / "dataset.json"
+from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, first_line
+
+PACKAGED_PROBES = "probes.jsonl"
 
 AZERBAIJANI_LETTERS = "abcçdeəfgğhxıijkqlmnoöprsştuüvyz"
 AZERBAIJANI_UPPERCASE = "ABCÇDEƏFGĞHXIİJKQLMNOÖPRSŞTUÜVYZ"
@@ -32,23 +39,100 @@ EDGE_CASES: tuple[str, ...] = (
 )
 
 
-def load_az_mirage_texts(path: Path, limit: int, seed: int = 0) -> list[str]:
-    """``limit`` questions and answers sampled with ``seed`` from the AZ-MIRAGE ``dataset.json``."""
-    entries = json.loads(Path(path).read_text(encoding="utf-8"))
+def packaged_probe_texts() -> list[str]:
+    """The Azerbaijani/English probe sentences shipped with the package, plus one text joining them all.
+
+    They cover every Azerbaijani letter, numbers, dates and units, punctuation and quotes, URLs, English and
+    mixed text, one-letter texts and paragraphs longer than the 256-token document limit.
+
+    Returns
+    -------
+    list[str]
+        The sentences in file order, then all of them joined into one long text.
+
+    Examples
+    --------
+    >>> texts = packaged_probe_texts()
+    >>> len(texts) >= 40, all(letter in "".join(texts) for letter in "əöüğışçƏÖÜĞİŞÇ")
+    (True, True)
+    """
+    source = resources.files("colbert_az_pylate") / "data" / PACKAGED_PROBES
+    texts = [json.loads(line)["text"] for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [*texts, " ".join(texts)]
+
+
+def load_az_mirage_texts(path: str | Path, limit: int, seed: int = 0) -> list[str]:
+    """Up to ``limit`` questions and answers sampled with ``seed`` from an AZ-MIRAGE ``dataset.json``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The AZ-MIRAGE ``dataset.json`` (a list of entries with ``query`` and ``answer``).
+    limit : int
+        How many texts at most.
+    seed : int, default 0
+        Seed of the sample, so that a run is repeatable.
+
+    Returns
+    -------
+    list[str]
+        The sampled texts, each entry's question followed by its first answer.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "dataset.json"
+    ...     _ = path.write_text(json.dumps([{"query": "Bakı haradadır?", "answer": ["Xəzərin sahilində."]}]))
+    ...     load_az_mirage_texts(path, limit=5)
+    ['Bakı haradadır?', 'Xəzərin sahilində.']
+    """
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataFormatError(f"cannot read the probe data set {path}: {exc.strerror or first_line(exc)}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path} is not a JSON data set ({first_line(exc)})") from exc
+    entries_ok = isinstance(entries, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("query"), str) for entry in entries
+    )
+    if not entries_ok:
+        raise DataFormatError(f"{path} must be a JSON list of AZ-MIRAGE entries, each with a text 'query'")
     rng = random.Random(seed)
     chosen = rng.sample(entries, min(limit, len(entries)))
     texts: list[str] = []
     for entry in chosen:
         texts.append(entry["query"])
-        texts.extend(entry.get("answer", [])[:1])
+        answers = entry.get("answer")
+        if isinstance(answers, list) and answers and isinstance(answers[0], str):
+            texts.append(answers[0])
     return texts[:limit]
 
 
-def probe_texts(dataset: Path | None = None, real_limit: int = 48) -> list[str]:
-    """The edge cases plus up to ``real_limit`` real texts from AZ-MIRAGE, when the file is present.
+def probe_texts(dataset: str | Path | None = None, real_limit: int = 48) -> list[str]:
+    """The probe texts of a parity check: edge cases, the packaged sentences, and optional real texts.
 
-    ``dataset`` defaults to ``../shared/data/az-mirage/dataset.json`` relative to the working directory.
+    Parameters
+    ----------
+    dataset : str or Path, optional
+        An AZ-MIRAGE ``dataset.json`` whose questions and answers are added as extra probes; none by default.
+        The default set depends on nothing outside the package.
+    real_limit : int, default 48
+        How many texts of ``dataset`` to add at most.
+
+    Returns
+    -------
+    list[str]
+        :data:`EDGE_CASES`, then :func:`packaged_probe_texts`, then the texts from ``dataset``.
+
+    Examples
+    --------
+    >>> texts = probe_texts()
+    >>> texts[:2], len(texts) == len(EDGE_CASES) + len(packaged_probe_texts())
+    (['a', 'Ə'], True)
     """
-    path = AZ_MIRAGE_DATASET if dataset is None else Path(dataset)
-    real = load_az_mirage_texts(path, real_limit) if real_limit and path.is_file() else []
-    return [*EDGE_CASES, *real]
+    if isinstance(real_limit, bool) or not isinstance(real_limit, int) or real_limit < 0:
+        raise InvalidArgumentError(f"real_limit must be a non-negative integer, got {real_limit!r}")
+    real = load_az_mirage_texts(dataset, real_limit) if dataset is not None and real_limit else []
+    return [*EDGE_CASES, *packaged_probe_texts(), *real]

@@ -1,18 +1,51 @@
 """Encode probe texts with plain pylate, in a process of its own, as a user would.
 
-Run as a script (``python pylate_worker.py MODEL PROBES_JSON OUTPUT_NPZ``): it imports pylate, torch and
-numpy only — never colbert_az_pylate — so what it measures is what plain pylate does with the folder.
+Run as a script (``python pylate_worker.py MODEL PROBES_JSON OUTPUT_NPZ [PARENT_PID]``): it imports pylate, torch
+and numpy only — never colbert_az_pylate — so what it measures is what plain pylate does with the folder.
 The output holds, per text, the ids pylate fed the backbone and the vectors it returned, plus MaxSim
 scores computed by pylate's own ``colbert_scores``.
+
+The worker dies with its parent: on Linux the kernel kills it when the parent goes (``PR_SET_PDEATHSIG``), and
+everywhere a watcher thread ends it once its parent process is gone, so a killed ``convert`` leaves no orphan.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
+
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 0.5
 
 
-def main(model_path: str, probes_path: str, output_path: str) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """End this process as soon as ``parent_pid`` is no longer its parent (the parent died)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watcher below still ends the worker
+    if os.getppid() != parent_pid:  # the parent died before the kernel was told
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watcher", daemon=True).start()
+
+
+def main(model_path: str, probes_path: str, output_path: str, parent_pid: str | None = None) -> None:
+    if parent_pid:
+        die_with_parent(int(parent_pid))
     import numpy as np
     import torch
     from pylate import models, scores
@@ -44,4 +77,4 @@ def main(model_path: str, probes_path: str, output_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

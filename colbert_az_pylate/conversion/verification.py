@@ -23,9 +23,10 @@ import torch
 from transformers import AutoTokenizer
 
 from colbert_az_pylate.conversion import pylate_worker
+from colbert_az_pylate.conversion.checkpoint import check_layout, is_converted, resolve_source
 from colbert_az_pylate.conversion.probes import probe_texts
-from colbert_az_pylate.errors import ParityError
-from colbert_az_pylate.reference import ReferenceColBERT
+from colbert_az_pylate.conversion.staging import VERIFY_PREFIX, remove_stale_verify_folders
+from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, ParityError, SourceNotFoundError
 from colbert_az_pylate.tokenization import (
     add_markers,
     first_token_mismatch,
@@ -39,7 +40,33 @@ SCORE_TOLERANCE = 1e-4
 
 @dataclass
 class ParityReport:
-    """What verification measured; ``passed`` is true when every figure is within tolerance."""
+    """What verification measured; ``passed`` is true when every figure is within tolerance.
+
+    Parameters
+    ----------
+    texts : int
+        How many probe texts were checked (each as a query and as a document).
+    token_mismatches : list[str]
+        Texts whose token ids under pylate differ from the reference's, with the first differing position.
+    card_code_mismatches : list[str]
+        Texts the model card's code tokenizes differently on the converted folder than on the original.
+    max_vector_error : float
+        Largest absolute difference of a token vector component.
+    worst_vector_text : str
+        The text where it occurred.
+    max_score_relative_error : float
+        Largest MaxSim difference relative to ``max(|reference|, 1)``.
+    vector_tolerance, score_tolerance : float
+        The bounds the figures are held to.
+
+    Examples
+    --------
+    >>> report = ParityReport(texts=3, max_vector_error=2e-7, max_score_relative_error=1e-7)
+    >>> report.passed
+    True
+    >>> ParityReport(texts=3, max_vector_error=0.5, worst_vector_text="Bakı").failure()
+    "token vectors differ by 5.00e-01 (> 1e-05) on 'Bakı'"
+    """
 
     texts: int
     token_mismatches: list[str] = field(default_factory=list)
@@ -89,27 +116,66 @@ class ParityReport:
 
 
 def run_pylate_worker(model: Path, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """Encode ``texts`` with plain pylate in a fresh Python process; returns the worker's arrays."""
-    with tempfile.TemporaryDirectory(prefix="colbert-az-verify-") as tmp:
+    """Encode ``texts`` with plain pylate in a fresh Python process; returns the worker's arrays.
+
+    The worker gets the absolute path of ``model`` (it runs in its own temporary folder), dies with this
+    process, and its temporary folder carries this process's id so that a later run removes it if this
+    process is killed.
+
+    Parameters
+    ----------
+    model : Path
+        A local folder pylate can load.
+    texts : Sequence[str]
+        The texts to encode, each as a query and as a document.
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        ``q_ids_{i}``, ``q_vectors_{i}``, ``d_ids_{i}``, ``d_vectors_{i}`` per text, ``scores`` (queries ×
+        documents, pylate's ``colbert_scores``) and ``package_imported``.
+
+    Raises
+    ------
+    CheckpointError
+        When plain pylate cannot load or encode the folder.
+    """
+    model = Path(os.path.abspath(Path(model).expanduser()))
+    if not model.is_dir():
+        raise SourceNotFoundError(f"{model} is not a folder; pass a converted model folder")
+    remove_stale_verify_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{VERIFY_PREFIX}{os.getpid()}-") as tmp:
         probes_path, output_path = Path(tmp) / "probes.json", Path(tmp) / "pylate.npz"
         probes_path.write_text(json.dumps(list(texts), ensure_ascii=False), encoding="utf-8")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        command = [sys.executable, pylate_worker.__file__, str(model), str(probes_path), str(output_path)]
         done = subprocess.run(
-            [sys.executable, pylate_worker.__file__, str(model), str(probes_path), str(output_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,
+            [*command, str(os.getpid())], capture_output=True, text=True, env=env, cwd=tmp, stdin=subprocess.DEVNULL
         )
         if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise ParityError(f"plain pylate could not load or encode {model}: {lines[-1] if lines else '?'}")
+            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            raise CheckpointError(
+                f"plain pylate cannot load or encode {model}: {lines[-1] if lines else f'exit {done.returncode}'}"
+            )
         with np.load(output_path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
 
 def card_code_mismatches(original: Path, converted: Path, texts: Sequence[str]) -> list[str]:
-    """Texts on which the model card's tokenization differs between the two folders."""
+    """Texts on which the model card's tokenization differs between the two folders.
+
+    Parameters
+    ----------
+    original, converted : Path
+        The source checkpoint and the converted folder.
+    texts : Sequence[str]
+        The texts to tokenize as queries and as documents, as the model card does.
+
+    Returns
+    -------
+    list[str]
+        One line per text and kind that differs (text, position, tokens); empty when they agree.
+    """
     tokenizers = []
     for folder in (original, converted):
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -137,20 +203,63 @@ def verify(
 ) -> ParityReport:
     """Check that plain pylate on the converted folder ``model`` reproduces the model card's code.
 
-    ``reference`` is the folder the model card's code runs on (by default ``model`` itself, which keeps
-    the colbert-az layout); ``probes`` the texts (default: :func:`probe_texts` over ``dataset``).
+    Parameters
+    ----------
+    model : str or Path
+        A converted folder (relative paths are taken from the working directory), or the hub id of one.
+    reference : str or Path, optional
+        The colbert-az folder the model card's code runs on; ``model`` itself by default (it keeps the layout).
+        When given, the card's tokenization on ``model`` must also equal the one on ``reference``.
+    probes : Sequence[str], optional
+        The texts to check, each as a query and as a document; :func:`probe_texts` by default.
+    dataset : str or Path, optional
+        An AZ-MIRAGE ``dataset.json`` whose texts are added to the default probes.
+    vector_tolerance : float, default 1e-5
+        Largest allowed absolute difference of a token vector component.
+    score_tolerance : float, default 1e-4
+        Largest allowed MaxSim difference relative to ``max(|reference|, 1)``.
+    raise_on_failure : bool, default False
+        Raise :class:`ParityError` instead of returning a failed report.
 
-    >>> from colbert_az_pylate import verify
-    >>> report = verify("./colbert-az-pylate", "./colbert-az")  # doctest: +SKIP
-    >>> report.passed, report.max_vector_error  # doctest: +SKIP
-    (True, 2.4e-07)
+    Returns
+    -------
+    ParityReport
+        The figures; ``report.passed`` says whether they are within the tolerances.
+
+    Raises
+    ------
+    SourceNotFoundError, CheckpointError
+        When ``model`` or ``reference`` is missing, not converted, or cannot be loaded (bad input, not a
+        parity failure).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert, verify
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     source = build_checkpoint(Path(tmp) / "colbert-az", "wordpiece")
+    ...     _ = convert(source, Path(tmp) / "colbert-az-pylate", verify=False)
+    ...     report = verify(Path(tmp) / "colbert-az-pylate", probes=["Bakı", "Azərbaycanın paytaxtı"])
+    >>> report.passed, report.texts
+    (True, 2)
     """
-    model = Path(model)
-    reference_folder = Path(reference) if reference is not None else model
+    model = resolve_source(model)
+    reference_folder = resolve_source(reference) if reference is not None else model
+    if not is_converted(model):
+        raise CheckpointError(
+            f"{model} is not a converted folder (no modules.json/config_sentence_transformers.json); "
+            "convert it first (colbert-az convert)"
+        )
+    check_layout(model)
+    if reference_folder != model:
+        check_layout(reference_folder)
     texts = [text.strip() for text in (probes if probes is not None else probe_texts(dataset))]
     texts = [text for text in texts if text]
     if not texts:
-        raise ValueError("no probe texts to verify on; pass non-empty texts")
+        raise InvalidArgumentError("no probe texts to verify on; pass non-empty texts")
+
+    from colbert_az_pylate.reference import ReferenceColBERT  # imports this package's checkpoint module
 
     pylate_out = run_pylate_worker(model, texts)
     if bool(pylate_out["package_imported"]):
