@@ -217,6 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from colbert_az_pylate.training.config import load_train_config, run_train_config
 
     config = load_train_config(args.config)
+    config.overwrite = config.overwrite or args.overwrite
     with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps the summary only
         data, metrics = run_train_config(config, on_step=_progress(not args.json))
     summary = {"output": config.output, "data": data.summary().splitlines(), "heldout": metrics}
@@ -334,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint is a converted folder. See colbert_az_pylate/training/config.py for the YAML keys.",
     )
     train.add_argument("--config", required=True, help="recipe.yaml: model, output, rows, sources, recipe, trainer")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing, non-empty output folder (never the model itself); as overwrite: true in the YAML",
+    )
     train.add_argument("--json", action="store_true", help="print the data counts and held-out metrics as JSON")
     train.set_defaults(handler=cmd_train)
 

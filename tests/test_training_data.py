@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError
 from colbert_az_pylate.training import PRESETS, TrainingSource, build_training_rows, mix_sources
 
 BOOKS = PRESETS["LocalDoc/azerbaijani_books_retriever_corpus-reranked"]
@@ -73,7 +74,7 @@ def test_rows_with_unknown_query_text_are_dropped_and_counted():
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="pos_score"):
+    with pytest.raises(DataFormatError, match="pos_score"):
         _rows([{"query_id": "q1", "passage_id": "p0", "neg_1_id": "p1", "neg_1_score": 1.0}], negatives=1)
 
 
@@ -98,5 +99,29 @@ def test_mixing_follows_the_weights_and_the_seed():
 
 
 def test_mixing_refuses_unknown_sources():
-    with pytest.raises(ValueError, match="not given"):
+    with pytest.raises(InvalidArgumentError, match="not given"):
         mix_sources({"a": []}, {"b": 1.0}, total=1)
+
+
+@pytest.mark.parametrize(
+    ("weights", "total", "message"),
+    [({"a": -1.0}, 1, "non-negative"), ({"a": "heavy"}, 1, "non-negative"), ({"a": 1.0}, 0, "total"),
+     ({"a": 1.0}, 2.5, "total")],
+)  # fmt: skip
+def test_mixing_refuses_bad_weights_and_totals(weights, total, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        mix_sources({"a": [{"i": 1}]}, weights, total=total)
+
+
+def test_one_preset_lookup_for_config_and_python():
+    from colbert_az_pylate.training import resolve_schema
+    from colbert_az_pylate.training.config import SourceConfig
+    from colbert_az_pylate.training.sources import load_source
+
+    with pytest.raises(InvalidArgumentError) as python:
+        load_source("LocalDoc/nope", "LocalDoc/nope")
+    with pytest.raises(InvalidArgumentError) as direct:
+        resolve_schema("LocalDoc/nope")
+    with pytest.raises(DataFormatError) as config:
+        SourceConfig(weight=1, preset="LocalDoc/nope").resolved_schema()
+    assert str(python.value) == str(direct.value) == str(config.value)

@@ -7,7 +7,7 @@ import json
 import pytest
 from datasets import Dataset
 
-from colbert_az_pylate.errors import ColbertAzError
+from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError
 from colbert_az_pylate.training.data import PRESETS, SourceSchema, build_id_rows
 from colbert_az_pylate.training.sources import TextTable, load_source
 
@@ -74,23 +74,42 @@ def test_a_schema_without_a_queries_config_reads_query_texts_from_the_pairs_tabl
     assert source.queries["q"] == "qanun nədir"
 
 
-def test_the_hub_offline_is_a_one_line_error(monkeypatch):
+def test_the_hub_offline_is_a_one_line_error_saying_to_download_and_give_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ColbertAzError, match="HF_HUB_OFFLINE") as caught:
+    with pytest.raises(DataFormatError, match="HF_HUB_OFFLINE") as caught:
         load_source("LocalDoc/no-such-dataset-colbert-az", BOOKS)
+    assert "\n" not in str(caught.value)
+    assert "huggingface-cli download --repo-type dataset LocalDoc/no-such-dataset-colbert-az" in str(caught.value)
+    assert "give DIR as the source's path (path: in the YAML)" in str(caught.value)
+
+
+@pytest.mark.parametrize("location", ["./data/books", "data/books/", "/nonexistent/books", "a/b/c"])
+def test_a_missing_local_folder_is_never_sent_to_the_hub(location):
+    def loader(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    with pytest.raises(DataFormatError, match=f"no folder {location}: check the path"):
+        load_source(location, BOOKS, loader=loader)
+
+
+def test_a_malformed_local_table_is_a_one_line_error_naming_the_file(tmp_path):
+    folder = write_books_folder(tmp_path / "books")
+    (folder / "queries.jsonl").write_text('{"query_id": "q0", "query": "sual"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"cannot read .*queries\.jsonl") as caught:
+        load_source(folder, BOOKS)
     assert "\n" not in str(caught.value)
 
 
 def test_unknown_presets_missing_configs_and_unknown_columns_are_named(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(InvalidArgumentError, match="unknown preset"):
         load_source(tmp_path, "LocalDoc/unknown")
-    with pytest.raises(ValueError, match="no 'hard_negatives' table"):
+    with pytest.raises(DataFormatError, match="no 'hard_negatives' table"):
         load_source(tmp_path, BOOKS)
     folder = write_books_folder(tmp_path / "books")
     wrong = SourceSchema(
         "pid", "passage", "query_id", "query", "passage_id", "pos_score", "neg_{k}_id", "neg_{k}_score"
     )
-    with pytest.raises(ValueError, match=r"columns \['pid', 'passage'\] are missing"):
+    with pytest.raises(DataFormatError, match=r"columns \['pid', 'passage'\] are missing"):
         load_source(folder, wrong)
 
 
