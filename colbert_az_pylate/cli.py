@@ -33,15 +33,19 @@ def _progress(enabled: bool):
 
 
 def _read_probes(path: str | None) -> list[str] | None:
+    from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError
+
     if path is None:
         return None
     try:
         with open(path, encoding="utf-8") as handle:
             texts = [line.rstrip("\n") for line in handle if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"probe file {path} is not UTF-8 text ({first_line(exc)})") from exc
     except OSError as exc:
-        raise ColbertAzError(f"cannot read probe file {path}: {exc.strerror}") from exc
+        raise InvalidArgumentError(f"cannot read probe file {path}: {exc.strerror or first_line(exc)}") from exc
     if not texts:
-        raise ColbertAzError(f"probe file {path} holds no text; put one probe text per line")
+        raise DataFormatError(f"probe file {path} holds no text; put one probe text per line")
     return texts
 
 
@@ -167,11 +171,30 @@ def _markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _distinct_models(models: list[str]) -> None:
+    """Refuse a model named twice (``m`` and ``./m`` too): its results and run file would collide."""
+    from colbert_az_pylate.errors import InvalidArgumentError
+
+    seen: dict[str, str] = {}
+    for name in models:
+        key = os.path.realpath(os.path.expanduser(name)) if os.path.exists(os.path.expanduser(name)) else name
+        if key in seen:
+            raise InvalidArgumentError(f"{name} and {seen[key]} are the same model; name each model once")
+        seen[key] = name
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from colbert_az_pylate.errors import InvalidArgumentError
+
+    _distinct_models(args.models)
+    run_dir = Path(args.run_dir) if args.run_dir and args.protocol != "triplets" else None
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        raise InvalidArgumentError(f"--run-dir {run_dir} is a file; name a folder for the TREC run files")
+
     from colbert_az_pylate.evaluation import data, protocols
-    from colbert_az_pylate.evaluation.retrieval import write_trec_run
+    from colbert_az_pylate.evaluation.retrieval import run_tags, write_trec_run
     from colbert_az_pylate.loading import load
 
     step = _progress(not args.json)
@@ -179,22 +202,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = data.load_triplets(args.data)
     elif args.protocol == "az-mirage":
         if not args.pool:
-            raise ColbertAzError("the az-mirage protocol needs --pool doc_pool.json beside --data dataset.json")
+            raise InvalidArgumentError("the az-mirage protocol needs --pool doc_pool.json beside --data dataset.json")
         dataset = data.load_az_mirage(args.data, args.pool)
     else:
         dataset = data.load_beir(args.data, args.split)
+    tags = dict(zip(args.models, run_tags(args.models), strict=True))
     table, report = [], {}
     for name in args.models:
         step(f"evaluating {name} ({args.protocol})")
         model = load(name, device=args.device)
+        run_file = None
         if args.protocol == "triplets":
             result = protocols.evaluate_triplet_rows(model, rows, show_progress_bar=not args.json)
         else:
             result = protocols.evaluate_retrieval(model, dataset, show_progress_bar=not args.json)
-            if args.run_dir:
-                Path(args.run_dir).mkdir(parents=True, exist_ok=True)
-                tag = Path(name).name or name
-                write_trec_run(result.run, Path(args.run_dir) / f"{tag}.{args.protocol}.trec", tag)
+            if run_dir is not None:
+                try:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise InvalidArgumentError(f"cannot create --run-dir {run_dir}: {exc.strerror}") from exc
+                run_file = run_dir / f"{tags[name]}.{args.protocol}.trec"
+                write_trec_run(result.run, run_file, tags[name])
+                step(f"saved the run of {name} to {run_file}")
         for note in result.notes:
             step(note)
         report[name] = {
@@ -202,6 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "evaluated": result.evaluated,
             "skipped": result.skipped,
             "notes": result.notes,
+            "run_file": str(run_file) if run_file else None,
         }
         for group, metrics in result.metrics.items():
             table.append(
@@ -256,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check that plain pylate on a converted folder reproduces the model card's code",
         description="Compare pylate (in its own process) with the model card's reference code on probe texts.",
     )
-    verify.add_argument("model", help="converted folder")
+    verify.add_argument("model", help="converted folder (or the hub id of one)")
     verify.add_argument("--reference", help="colbert-az folder the reference runs on (default: MODEL itself)")
     verify.set_defaults(handler=cmd_verify)
 
@@ -284,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--backend",
         choices=["voyager", "plaid"],
-        default="voyager",
-        help="voyager (HNSW + exact rerank, updatable; default) or plaid (fast-plaid, build-once, for large corpora)",
+        default=None,
+        help="voyager (HNSW + exact rerank, updatable) or plaid (fast-plaid, build-once, for large corpora); "
+        "default: the index folder's own backend, voyager for a new folder",
     )
     index.add_argument("--json", action="store_true", help="print a JSON summary")
     index.set_defaults(handler=cmd_index)
@@ -323,7 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="triplets JSONL, AZ-MIRAGE dataset.json, or BEIR folder")
     evaluate.add_argument("--pool", help="AZ-MIRAGE doc_pool.json")
     evaluate.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
-    evaluate.add_argument("--run-dir", default="colbert-az-runs", help="where TREC run files are saved ('' for none)")
+    evaluate.add_argument(
+        "--run-dir",
+        default="colbert-az-runs",
+        help="where TREC run files are saved, one per model (TAG.PROTOCOL.trec; '' for none)",
+    )
     evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -344,11 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
 
     for sub in (convert, verify):
-        sub.add_argument("--probes", help="file with one probe text per line (default: built-in + AZ-MIRAGE)")
         sub.add_argument(
-            "--dataset",
-            help="AZ-MIRAGE dataset.json for real probe texts (default: ../shared/data/az-mirage)",
+            "--probes", help="file with one probe text per line (default: the edge cases and sentences shipped inside)"
         )
+        sub.add_argument("--dataset", help="AZ-MIRAGE dataset.json whose texts are added as extra probes (optional)")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 

@@ -83,3 +83,29 @@ def test_bad_input_is_refused(run, qrels, message):
 def test_bad_k_values_are_refused():
     with pytest.raises(ValueError, match="positive integers"):
         evaluate_run({"q": {"a": 1.0}}, {"q": {"a": 1}}, k_values=(0,))
+
+
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_a_nan_score_is_refused_whatever_the_order_of_the_run(order):
+    from colbert_az_pylate.errors import InvalidArgumentError
+
+    scores = {"a": float("nan"), "b": 1.0}
+    run = {"q": {doc: scores[doc] for doc in order}}
+    with pytest.raises(InvalidArgumentError, match="the run scores document 'a' of query 'q' NaN"):
+        evaluate_run(run, {"q": {"a": 1}}, k_values=(1,))
+
+
+@pytest.mark.parametrize(
+    ("run", "qrels", "message"),
+    [
+        ({"q": {"a": "high"}}, {"q": {"a": 1}}, "scores must be numbers"),
+        ({"q": ["a", "b"]}, {"q": {"a": 1}}, "must map document ids to scores"),
+        ({"q": {"a": 1.0}}, {"q": {"a": "1"}}, "grades must be numbers"),
+    ],
+)
+def test_malformed_runs_and_qrels_are_refused_with_one_line(run, qrels, message):
+    from colbert_az_pylate.errors import ColbertAzError
+
+    with pytest.raises(ColbertAzError, match=message) as caught:
+        evaluate_run(run, qrels)
+    assert "\n" not in str(caught.value)

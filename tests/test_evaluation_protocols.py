@@ -162,3 +162,65 @@ def test_cli_beir_protocol_prints_a_markdown_row_per_model(converted, tmp_path, 
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| model | group | P@1 | R@5 | R@10 | NDCG@5 | NDCG@10 | MRR@10 | F1@10 |")
     assert len(lines) == 3 and lines[2].endswith("| 2 | 0 |")
+
+
+def test_cli_gives_each_model_its_own_run_file_when_folder_names_are_the_same(converted, tmp_path, capsys):
+    import shutil
+
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\t1", "q2\td2\t1"])
+    models = []
+    for parent, family in (("r1", "wordpiece"), ("r2", "metaspace")):
+        models.append(str(shutil.copytree(converted[family][0], tmp_path / parent / "model")))
+    runs = tmp_path / "runs"
+    code = main(["evaluate", "--protocol", "beir", "--data", str(folder), "--run-dir", str(runs), "--json", *models])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    files = ["r1-model.beir.trec", "r2-model.beir.trec"]
+    assert sorted(p.name for p in runs.iterdir()) == files
+    assert [report[m]["run_file"] for m in models] == [str(runs / name) for name in files]
+    tags = [(runs / name).read_text().split("\n")[0].split()[-1] for name in files]
+    assert tags == ["r1-model", "r2-model"]
+
+
+def test_run_tags_are_distinct_for_any_models():
+    from colbert_az_pylate.evaluation.retrieval import run_tags
+
+    names = ["r1/model", "r2/model", "model", "/abs/r1/model", "LocalDoc/colbert-az", "x y/model"]
+    tags = run_tags(names)
+    assert len(set(tags)) == len(names) and all("/" not in tag and " " not in tag for tag in tags)
+    assert run_tags(["a/model", "b/other"]) == ["model", "other"]
+
+
+def test_cli_refuses_the_same_model_twice(converted, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(converted["wordpiece"][0].parent)
+    name = converted["wordpiece"][0].name
+    assert main(["evaluate", "--protocol", "beir", "--data", "x", name, f"./{name}"]) == 2
+    assert "are the same model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"query": "bakı", "positive": "bakı paytaxt", "negatives": "nizami"}, "line 2: negatives must be a list"),
+        ({"query": 123, "negatives": [None, 5]}, "line 2 has no 'positive' column"),
+        ({"query": 123, "positive": "p", "negatives": [None, 5]}, "line 2: query must be a text"),
+    ],
+)
+def test_cli_triplets_refuses_a_bad_row_with_its_line_before_loading_a_model(tmp_path, capsys, line, message):
+    rows = tmp_path / "rows.jsonl"
+    good = {"query": "bakı", "positive": "bakı paytaxt", "negatives": ["nizami"]}
+    rows.write_text(json.dumps(good) + "\n" + json.dumps(line) + "\n", encoding="utf-8")
+    assert main(["evaluate", "--protocol", "triplets", "--data", str(rows), "no-such-model"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1] and str(rows) in err[-1]
+
+
+@pytest.mark.parametrize("damage", ["qrels", "corpus", "missing"])
+def test_cli_malformed_beir_data_is_bad_input_exit_2(tmp_path, capsys, damage):
+    folder = _write_beir(tmp_path / "beir", ["q1\td1\tx"] if damage == "qrels" else ["q1\td1\t1"])
+    if damage == "corpus":
+        with open(folder / "corpus.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"_id": "d9", "text": ["not", "a", "text"]}) + "\n")
+    data = str(folder if damage != "missing" else tmp_path / "nowhere")
+    assert main(["evaluate", "--protocol", "beir", "--data", data, "no-such-model"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")

@@ -67,3 +67,22 @@ def test_macro_average_is_the_mean_of_the_sources(model):
 def test_bad_rows_are_refused_with_the_row_number(model, row, message):
     with pytest.raises(ValueError, match=message):
         evaluate_triplets(model, [row], show_progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"query": "q", "positive": "p", "negatives": "nizami"}, "triplet row 2: negatives must be a list of texts"),
+        ({"query": 123, "positive": "p", "negatives": [None, 5]}, "triplet row 2: query must be a text, got int"),
+        ({"query": "q", "positive": "p", "negatives": [None, 5]}, "triplet row 2: negative 0 must be a non-empty text"),
+        ({"query": "q", "positive": "p", "negatives": {"n": 1}}, "triplet row 2: negatives must be a list"),
+        ("just a string", "triplet row 2 is str"),
+    ],
+)
+def test_malformed_rows_are_refused_with_the_row_number_instead_of_scoring_wrong(model, row, message):
+    from colbert_az_pylate.errors import DataFormatError
+
+    good = {"query": "bakı", "positive": "bakı", "negatives": ["nizami"]}
+    with pytest.raises(DataFormatError, match=message) as caught:
+        evaluate_triplets(model, [good, row], show_progress_bar=False)
+    assert "\n" not in str(caught.value)
