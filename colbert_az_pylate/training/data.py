@@ -158,6 +158,20 @@ def resolve_schema(schema: SourceSchema | str) -> SourceSchema:
 class RowStats:
     """What building the rows of one source kept, filtered, padded and dropped (counts, filled in as rows are read).
 
+    Attributes
+    ----------
+    rows_in, rows_out
+        Pair rows read, training rows given.
+    false_negatives_removed
+        Negatives scored above ``false_negative_ratio`` × the positive.
+    negatives_without_score, negatives_without_text
+        Negatives left out: a NaN, infinite or missing teacher score; an empty or unknown text.
+    rows_padded
+        Rows with fewer than K negatives left, padded by resampling them.
+    rows_dropped_short, rows_dropped_no_positive_score, rows_dropped_no_text
+        Rows dropped: no (or, with ``short_rows="drop"``, too few) negatives left; a positive without a finite
+        score; an empty or unknown query or positive text.
+
     Examples
     --------
     >>> RowStats(rows_in=3, rows_out=2, rows_dropped_no_text=1).summary()
@@ -363,7 +377,14 @@ def resolve_texts(row: Mapping, source: TrainingSource) -> dict:
 
 
 def build_training_rows(source: TrainingSource, **options) -> Iterator[dict]:
-    """Rows ``{"query", "documents", "scores", "source"}`` of ``source``, lazily; ``options`` as :func:`build_id_rows`.
+    """Rows ``{"query", "documents", "scores", "source"}`` of ``source``, lazily: :func:`build_id_rows` with texts.
+
+    Parameters
+    ----------
+    source
+        The data set.
+    **options
+        ``negatives``, ``false_negative_ratio``, ``short_rows``, ``seed``, as :func:`build_id_rows` takes them.
 
     Returns
     -------

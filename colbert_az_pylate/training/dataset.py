@@ -216,6 +216,14 @@ class TrainingData:
         The sources by name (their ``stats`` hold the row counts).
     heldout_notes
         Per source, how many queries were held out and why (see :func:`heldout_size`).
+
+    Examples
+    --------
+    >>> from colbert_az_pylate.training.data import PRESETS
+    >>> source = TrainingSource("books", [], {}, {}, PRESETS["LocalDoc/msmarco-az-reranked"])
+    >>> print(TrainingData([{"query_id": "q"}] * 9, [], {"books": source}, {"books": "1 queries held out"}).summary())
+    9 training rows, 0 held-out triplets
+    books: no rows; 1 queries held out
     """
 
     train: object  # datasets.Dataset with the TextLookup transform
