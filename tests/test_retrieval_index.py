@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, IndexLockedError
+from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, IndexLockedError, OutputExistsError
 from colbert_az_pylate.retrieval.voyager_index import MANIFEST, ModelSignature, VoyagerIndex
 from colbert_az_pylate.scores import packed_maxsim_scores
 
@@ -346,3 +346,249 @@ def test_a_degenerate_graph_still_answers_instead_of_raising_voyagers_recall_err
     index.remove_documents([f"d{i}" for i in range(0, 60, 2)])
     hits = index.search([np.ones((2, DIM), np.float32)], k=5, k_token=200)[0]
     assert len(hits) == 5 and all(int(h["id"][1:]) % 2 == 1 for h in hits)
+
+
+# ---------------------------------------------------------------------------------------- override, folders, locks
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_override_keeps_the_old_index_until_the_new_one_commits_and_never_deletes_unrelated_files(
+    index, tmp_path, documents
+):
+    folder = tmp_path / "idx"
+    (folder / "notes.txt").write_text("mine")
+    before = _files(folder)
+    fresh = VoyagerIndex(str(tmp_path), "idx", override=True, embedding_size=DIM)
+    assert len(fresh) == 0 and _files(folder) == before  # nothing written yet
+    with pytest.raises(ColbertAzError, match="duplicate document ids"):
+        fresh.add_documents(["x", "x"], documents[:2])
+    reader = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)
+    assert len(reader) == 120 and _files(folder) == before  # a bad corpus leaves the old index as it was
+    fresh.add_documents(["x", "y"], documents[:2])
+    assert VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True).doc_ids == ["x", "y"]
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert not set(before) & set(_files(folder)) - {"notes.txt", MANIFEST}  # the old files of ours are gone
+    assert reader.search([documents[5]], k=1)[0][0]["id"] == "d5"  # an open reader keeps its snapshot
+
+
+def test_override_in_a_batch_replaces_once_at_the_end_and_not_at_all_when_it_fails(index, tmp_path, documents):
+    fresh = VoyagerIndex(str(tmp_path), "idx", override=True, embedding_size=DIM)
+    with pytest.raises(ColbertAzError, match="NaN"), fresh.batch():
+        fresh.add_documents(["x"], documents[:1])
+        assert len(VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)) == 120
+        fresh.add_documents(["y"], [np.full((2, DIM), np.nan, np.float32)])
+    assert len(VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)) == 120
+    with fresh.batch():
+        fresh.add_documents(["x"], documents[:1])
+        fresh.add_documents(["y"], documents[1:2])
+        assert len(VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)) == 120
+    assert VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True).doc_ids == ["x", "y"]
+
+
+def test_objects_of_one_process_share_the_writer_lock_and_an_override_in_progress_excludes_the_others(
+    index, tmp_path, documents
+):
+    second = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM)  # used to raise IndexLockedError
+    second.add_documents(["new"], documents[:1])
+    index.add_documents(["newer"], documents[1:2])  # the first object sees the second's commit first
+    assert len(VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)) == 122
+    replacing = VoyagerIndex(str(tmp_path), "idx", override=True, embedding_size=DIM)
+    with pytest.raises(IndexLockedError, match="this process is replacing") as error:
+        index.add_documents(["late"], documents[2:3])
+    assert "another process" not in str(error.value)
+    replacing.add_documents(["only"], documents[:1])
+    index.add_documents(["late"], documents[2:3])  # after the override committed, the others write again
+    assert VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True).doc_ids == ["only", "late"]
+
+
+def test_a_folder_that_is_not_an_index_is_never_written(tmp_path, documents):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    for override in (False, True):
+        with pytest.raises(OutputExistsError, match="not an index") as error:
+            VoyagerIndex(str(tmp_path), "mine", override=override, embedding_size=DIM)
+        assert "\n" not in str(error.value)
+    assert [p.name for p in folder.iterdir()] == ["thesis.tex"]
+    (folder / "manifest.json").write_text('{"name": "a web extension"}')
+    with pytest.raises(OutputExistsError, match="not an index manifest of ours"):
+        VoyagerIndex(str(tmp_path), "mine", override=True, embedding_size=DIM)
+
+
+def test_an_index_whose_manifest_was_lost_is_refused_with_what_to_do(index, tmp_path):
+    folder = tmp_path / "idx"
+    (folder / MANIFEST).unlink()
+    before = _files(folder)
+    for override in (False, True):
+        with pytest.raises(IndexFormatError, match=r"no manifest.*restore the manifest from a backup, or delete"):
+            VoyagerIndex(str(tmp_path), "idx", override=override, embedding_size=DIM)
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize("store", ["vectors", "payloads"])
+def test_same_size_edits_of_the_stores_are_refused_when_read(tmp_path, documents, queries, store):
+    index = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM)
+    index.add_documents([f"d{i}" for i in range(60)], documents[:60], payloads=[{"n": i} for i in range(60)])
+    index.close()
+    path = next((tmp_path / "idx").glob(f"{store}.*"))
+    data = bytearray(path.read_bytes())
+    if store == "vectors":
+        data[1] ^= 0x01  # one bit of the first document's first vector
+    else:
+        data[data.index(b'"n": 7') + 5] = ord("8")  # {"n": 7} -> {"n": 8}
+    path.write_bytes(bytes(data))
+    reopened = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM)  # opening reads no store chunk
+    with pytest.raises(IndexFormatError, match="does not match its checksum") as error:
+        reopened.document_embeddings("d0") if store == "vectors" else reopened.payload("d7")
+    assert "\n" not in str(error.value)
+    with pytest.raises(IndexFormatError, match="checksum"):
+        VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True).verify()
+    if store == "vectors":
+        with pytest.raises(IndexFormatError, match="checksum"):
+            VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True).exact_search(queries[:1])
+
+
+def test_store_checksums_grow_with_appends_and_survive_compaction_and_reopening(tmp_path, documents):
+    index = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM)
+    for start in range(0, 120, 7):  # many small appends: the last chunk is partial and re-hashed each time
+        index.add_documents([f"d{i}" for i in range(start, min(start + 7, 120))], documents[start : start + 7])
+    index.remove_documents(["d3", "d4"])
+    index.compact()
+    index.add_documents(["late"], documents[:1])
+    reopened = VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)
+    assert reopened.verify() == reopened.rows * DIM * 2 + reopened.payload_bytes > 0
+    assert len(reopened.vector_sums) == -(-reopened.rows * DIM * 2 // (1 << 16))
+
+
+def test_a_missing_generation_file_is_a_one_line_error_without_waiting(index, tmp_path):
+    next((tmp_path / "idx").glob("docs.*.npz")).unlink()
+    began = time.perf_counter()
+    with pytest.raises(IndexFormatError, match=r"docs\.\d+\.npz is missing.*rebuild") as error:
+        VoyagerIndex(str(tmp_path), "idx", embedding_size=DIM, read_only=True)
+    assert "\n" not in str(error.value) and time.perf_counter() - began < 1
+
+
+def test_an_index_folder_naming_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "plain.txt").write_text("x")
+    for folder, name in ((tmp_path, "plain.txt"), (tmp_path / "plain.txt", "idx")):
+        with pytest.raises(OutputExistsError, match="is a file, not a folder"):
+            VoyagerIndex(str(folder), name, embedding_size=DIM)
+    assert (tmp_path / "plain.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda index: index.search([np.ones((2, DIM), np.float32)], k=2.5), "k must be a whole number"),
+        (lambda index: index.search([np.ones((2, DIM), np.float32)], k="3"), "k must be a whole number"),
+        (lambda index: index([np.ones((2, DIM), np.float32)], k=0), "k must be a whole number"),
+        (lambda index: index.search([np.ones((2, DIM), np.float32)], subset="d1"), "not one id"),
+        (lambda index: index.payload("nope"), "not in the index"),
+        (lambda index: index.document_embeddings(None), "not in the index"),
+        (lambda index: index.add_documents(["z"], [np.ones((2, DIM))], payloads=[{"s": {1}}]), "JSON"),
+        (lambda index: index.add_documents(["z"], "text"), "list of"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors_of_ours(index, call, message):
+    with pytest.raises(ColbertAzError, match=message) as error:
+        call(index)
+    assert "\n" not in str(error.value) and len(index) == 120
+
+
+def test_document_ids_follow_one_rule_in_every_index(tmp_path, documents):
+    from colbert_az_pylate.retrieval.ids import check_document_ids
+    from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+
+    for ids in (["a", "b", "a"], ["a", ""], ["a", 3], []):
+        with pytest.raises(ColbertAzError) as expected:
+            check_document_ids(ids)
+        with pytest.raises(ColbertAzError) as voyager:
+            VoyagerIndex(str(tmp_path), "v", embedding_size=DIM).add_documents(ids, documents[: len(ids)])
+        with pytest.raises(ColbertAzError) as plaid:
+            PlaidIndex.build(tmp_path / "p", ids, documents[: len(ids)], show_progress=False)
+        assert str(voyager.value) == str(plaid.value) == str(expected.value)
+    assert not (tmp_path / "p").exists()
+
+
+# ---------------------------------------------------------------------------------------- PlaidIndex
+def _plaid(folder: Path, count: int = 40, prefix: str = "d", **kwargs):
+    from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+
+    ids = [f"{prefix}{i}" for i in range(count)]
+    return PlaidIndex.build(folder, ids, random_documents(count, seed=len(prefix)), show_progress=False, **kwargs)
+
+
+def test_plaid_rebuild_keeps_the_old_index_on_a_bad_corpus_and_never_deletes_unrelated_files(tmp_path):
+    from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+
+    folder = tmp_path / "plaid"
+    _plaid(folder)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"built once.*override=True"):
+        _plaid(folder)
+    with pytest.raises(ColbertAzError, match="duplicate"):
+        PlaidIndex.build(folder, ["a", "a"], random_documents(2), override=True, show_progress=False)
+    assert PlaidIndex(folder).doc_ids[:2] == ["d0", "d1"]
+    rebuilt = _plaid(folder, prefix="new", override=True)
+    assert rebuilt.doc_ids[0] == "new0" and PlaidIndex(folder).doc_ids[0] == "new0"
+    assert (folder / "notes.txt").read_text() == "mine"
+    _plaid(folder, prefix="third", override=True)
+    builds = sorted(p.name for p in folder.iterdir() if p.name.startswith("plaid"))
+    assert builds == ["plaid-manifest.json", "plaid.2", "plaid.3"]  # the one just replaced stays for open readers
+
+
+def test_plaid_same_size_edit_of_any_file_is_refused(tmp_path):
+    from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+
+    folder = tmp_path / "plaid"
+    _plaid(folder)
+    residuals = next(folder.glob("plaid.*/fast_plaid/*residuals.npy"))
+    data = bytearray(residuals.read_bytes())
+    data[-1] ^= 0xFF
+    residuals.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="does not match its checksum"):
+        PlaidIndex(folder)
+
+
+def test_plaid_refuses_other_folders_and_a_killed_build_is_not_a_lost_index(tmp_path, index):
+    from colbert_az_pylate.retrieval.folders import index_backend
+
+    with pytest.raises(OutputExistsError, match="holds a Voyager index"):
+        _plaid(tmp_path / "idx", override=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="not an index"):
+        _plaid(tmp_path / "mine", override=True)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["a.txt"]
+    killed = tmp_path / "killed"
+    (killed / "plaid.1" / "fast_plaid").mkdir(parents=True)
+    (killed / "plaid.1" / ".building").touch()
+    assert index_backend(killed) is None
+    _plaid(killed)
+    assert not (killed / "plaid.1").exists() and (killed / "plaid.2").is_dir()
+    lost = tmp_path / "lost"
+    _plaid(lost)
+    (lost / "plaid-manifest.json").unlink()
+    with pytest.raises(IndexFormatError, match="no manifest"):
+        _plaid(lost, override=True)
+
+
+def test_plaid_reads_indexes_of_format_1(tmp_path):
+    from colbert_az_pylate.retrieval.plaid_index import MANIFEST, PlaidIndex
+
+    folder = tmp_path / "plaid"
+    _plaid(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    build = manifest["engine"].split("/")[0]
+    for child in (folder / build).iterdir():
+        child.rename(folder / child.name)
+    files = {name.split("/", 1)[1]: digest for name, digest in manifest["files"].items()}
+    old = {key: manifest[key] for key in ("model", "embedding_size", "settings", "documents")}
+    old |= {"format_version": 1, "files": {name: files[name] for name in ("ids.json", "payloads.json")}}
+    (folder / MANIFEST).write_text(json.dumps(old))
+    assert PlaidIndex(folder).search([random_documents(40, seed=1)[3]], k=1)[0][0]["id"] == "d3"
+    _plaid(folder, prefix="v2-", override=True)  # a rebuild writes format 2; format 1's files stay one build
+    assert PlaidIndex(folder).doc_ids[0] == "v2-0" and (folder / "ids.json").exists()
+    _plaid(folder, prefix="again-", override=True)
+    assert not any((folder / name).exists() for name in ("ids.json", "payloads.json", "fast_plaid"))

@@ -182,25 +182,22 @@ def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
 
 
 def test_plaid_backend_indexes_searches_and_refuses_in_place_changes(gemma_model, tmp_path):
+    ids = [f"doc{(7 * i) % len(CORPUS)}" for i in range(len(CORPUS))]  # not the positions: a shifted id fails
     plaid = Searcher(gemma_model, tmp_path / "plaid", backend="plaid", show_progress_bar=False)
-    plaid.index(CORPUS, ids=[f"doc{i}" for i in range(len(CORPUS))])
-    exact = Searcher(gemma_model, tmp_path / "voyager", show_progress_bar=False)
-    exact.index(CORPUS, ids=[f"doc{i}" for i in range(len(CORPUS))])
-    for query in QUERIES:  # PLAID's quality (recall vs exact) is measured in benchmarks/retrieval.py; on this tiny
-        # random model its 4-bit residual scores sit up to ~15 % from exact MaxSim, so only the contract is checked
-        truth = {h.id: h.score for h in exact.search(query, k=len(CORPUS), exact=True)}
-        hits = plaid.search(query, k=5)
-        assert len(hits) == 5 and len({h.id for h in hits}) == 5 and set(truth) >= {h.id for h in hits}
+    plaid.index(CORPUS, ids=ids)
+    for text, doc_id in zip(CORPUS, ids, strict=True):  # each document's own text finds it, by a wide margin
+        hits = plaid.search(text, k=5)
+        assert hits[0].id == doc_id and hits[0].text == text
+        assert len({h.id for h in hits}) == 5 and set(ids) >= {h.id for h in hits}
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-        assert all(hit.score == pytest.approx(truth[hit.id], rel=0.5) for hit in hits)
     with pytest.raises(ColbertAzError, match="rebuild"):
         plaid.delete(["doc1"])
     with pytest.raises(ColbertAzError, match="rebuild"):
         plaid.add(["x"], ids=["x"])
     reopened = Searcher.open(tmp_path / "plaid", show_progress_bar=False)
     assert reopened.backend == "plaid" and len(reopened) == len(CORPUS)
-    (tmp_path / "plaid" / "ids.json").write_text("[]")
-    with pytest.raises(IndexFormatError, match="corrupted"):
+    next((tmp_path / "plaid").glob("plaid.*/ids.json")).write_text("[]")
+    with pytest.raises(IndexFormatError, match="checksum"):
         Searcher.open(tmp_path / "plaid")
 
 

@@ -16,7 +16,12 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, IndexLockedError, OutputExistsError
+from colbert_az_pylate.errors import (
+    IndexFormatError,
+    IndexLockedError,
+    InvalidArgumentError,
+    OutputExistsError,
+)
 
 try:  # POSIX advisory locks; on other systems writers are not serialised across processes.
     import fcntl
@@ -26,6 +31,7 @@ except ImportError:  # pragma: no cover
 VOYAGER_MANIFEST = "manifest.json"
 PLAID_MANIFEST = "plaid-manifest.json"
 LOCK = ".lock"
+BUILDING = ".building"  # inside a PLAID build folder until the manifest commits it
 BACKENDS = ("voyager", "plaid")
 
 # Names a writer of ours may leave without a committed manifest (a crash before the first commit).
@@ -109,6 +115,7 @@ def index_backend(folder: str | Path) -> str | None:
         )
     entries = [p for p in path.iterdir() if p.name != LOCK]
     foreign = [p.name for p in entries if not (_VOYAGER_LEFTOVER.match(p.name) or _PLAID_LEFTOVER.match(p.name))]
+    foreign = [name for name in foreign if not (path / name / BUILDING).exists()]  # a killed PLAID build
     ours = [name for name in foreign if _VOYAGER_STORE.match(name) or _PLAID_DATA.match(name)]
     if ours and len(ours) == len(foreign):
         stored = [name for name in ours if not _VOYAGER_STORE.match(name) or (path / name).stat().st_size > 0]
@@ -155,7 +162,7 @@ def check_backend(folder: str | Path, backend: str | None) -> str:
     ('voyager', 'plaid')
     """
     if backend is not None and backend not in BACKENDS:
-        raise ColbertAzError(f"backend must be one of {BACKENDS} (or None: the folder's own), got {backend!r}")
+        raise InvalidArgumentError(f"backend must be one of {BACKENDS} (or None: the folder's own), got {backend!r}")
     found = index_backend(folder)
     if found is not None and backend is not None and found != backend:
         names = {"voyager": "Voyager", "plaid": "PLAID"}

@@ -12,14 +12,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, first_line
+from colbert_az_pylate.retrieval.folders import check_backend, index_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 from colbert_az_pylate.retrieval.pooling import pool_document_tokens
 from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
 from colbert_az_pylate.scores import packed_maxsim_scores
-
-BACKENDS = ("voyager", "plaid")
 
 
 @dataclass
@@ -247,10 +246,12 @@ class Searcher:
     folder
         The index folder (created when missing; must not be a file).
     backend
-        ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable; default) or ``"plaid"``
-        (:class:`PlaidIndex`: built once, for large corpora).
+        ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable) or ``"plaid"`` (:class:`PlaidIndex`:
+        built once, for large corpora); ``None`` (default): the folder's own backend, Voyager for a new folder. A
+        backend other than the folder's is refused (``--backend`` on the command line).
     override
-        Start the index afresh (``--override`` on the command line).
+        Start the index afresh (``--override`` on the command line). The old index stays intact until the new one
+        is complete (the end of :meth:`index`), and is kept if indexing fails.
     read_only
         Open without taking the writer lock, to search while another process writes.
     batch_size
@@ -286,7 +287,7 @@ class Searcher:
         model,
         folder: str | Path,
         *,
-        backend: str = "voyager",
+        backend: str | None = None,
         override: bool = False,
         read_only: bool = False,
         batch_size: int = 32,
@@ -294,12 +295,11 @@ class Searcher:
         show_progress_bar: bool | None = None,
         **index_settings,
     ) -> None:
-        if backend not in BACKENDS:
-            raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
             raise InvalidArgumentError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
         batch_size = check_count(batch_size, "batch_size")
         _check_index_folder(folder, writable=not read_only)
+        backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
         self.pool_factor = pool_factor
         self.model, name = _resolve_model(model)
         self.folder, self.backend, self.override = Path(folder), backend, override
@@ -349,7 +349,7 @@ class Searcher:
             raise InvalidArgumentError(f"{folder} is a file, not an index folder")
 
         manifest = Path(folder) / MANIFEST
-        if (Path(folder) / PLAID_MANIFEST).exists():
+        if index_backend(folder) == "plaid":
             manifest, kwargs["backend"] = Path(folder) / PLAID_MANIFEST, "plaid"
             read_only = False  # PLAID indexes are never written after their build
         if model is None:
@@ -434,8 +434,7 @@ class Searcher:
         documents = check_documents(documents)
         commit_every = check_count(commit_every, "commit_every")
         if ids is None:
-            first = len(self.index_store.doc_ids)
-            ids = [str(first + i) for i in range(len(documents))]
+            ids = self._next_ids(len(documents))
         ids = check_document_ids(ids, len(documents))
         metadata = check_metadata(metadata, ids)
         if self.backend == "voyager" and not upsert:
@@ -449,16 +448,27 @@ class Searcher:
         if self.backend == "plaid":
             return self._build_plaid(documents, ids, metadata)
         steps = range(0, len(documents), commit_every)
-        for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
-            chunk = slice(start, start + commit_every)
-            payloads = [
-                {"text": text, "metadata": meta}
-                for text, meta in zip(documents[chunk], (metadata or [{}] * len(documents))[chunk], strict=True)
-            ]
-            self.index_store.add_documents(
-                ids[chunk], self.encode_documents(documents[chunk]), upsert=upsert, payloads=payloads
-            )
+        with self.index_store.batch():  # with override=True: the old index is replaced only when all is added
+            for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
+                chunk = slice(start, start + commit_every)
+                payloads = [
+                    {"text": text, "metadata": meta}
+                    for text, meta in zip(documents[chunk], (metadata or [{}] * len(documents))[chunk], strict=True)
+                ]
+                self.index_store.add_documents(
+                    ids[chunk], self.encode_documents(documents[chunk]), upsert=upsert, payloads=payloads
+                )
         return self
+
+    def _next_ids(self, count: int) -> list[str]:
+        """Running numbers from the number of documents indexed, skipping ids in use (after deletes)."""
+        store = self.index_store
+        number, ids = (len(store) if store is not None else 0), []
+        while len(ids) < count:
+            if store is None or str(number) not in store:
+                ids.append(str(number))
+            number += 1
+        return ids
 
     def _build_plaid(self, documents: list[str], ids: list[str], metadata: Sequence[dict] | None) -> Searcher:
         if self.index_store is not None:
