@@ -11,7 +11,10 @@ minus the peak before them (model, batches, one warm-up step already in place): 
 torch allocates tensors outside Python's allocator. On a GPU it is ``torch.cuda.max_memory_allocated``.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --rounds 5   # docs/benchmarks.md
-    HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --steps 3 --rounds 1    # a quick look
+    HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --steps 3 --rounds 1 --save ''   # a quick look
+
+Every run's figures, the medians, the command and the machine are written as JSON to ``--save`` (default
+``benchmarks/results/training-throughput.json``, the file docs/benchmarks.md cites).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "data" / "az-mirage" / "dataset.json"
+DEFAULT_SAVE = Path(__file__).resolve().parent / "results" / "training-throughput.json"
 
 
 def training_rows(count: int, negatives: int = 8, seed: int = 0) -> list[dict]:
@@ -119,6 +123,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--save", default=str(DEFAULT_SAVE), help="JSON file for the results ('' for none)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -148,12 +153,33 @@ def main() -> None:
           f"{args.steps} steps per run, median of {args.rounds} runs per loss\n")  # fmt: skip
     print(f"| loss | steps/s | relative | {memory} |\n|---|---|---|---|")
     baseline = statistics.median(r["steps_per_s"] for r in results["pylate Distillation"])
+    medians = {}
     for name, runs in results.items():
         speed = statistics.median(r["steps_per_s"] for r in runs)
         peak = statistics.median(r["peak_mb"] for r in runs)
         growth = statistics.median(r["peak_growth_mb"] for r in runs)
+        medians[name] = {"steps_per_s": speed, "relative": speed / baseline, "peak_mb": peak, "peak_growth_mb": growth}
         cell = f"{peak:.0f}" if torch.cuda.is_available() else f"{peak:.0f} / {growth:.0f}"
         print(f"| {name} | {speed:.3f} | {speed / baseline:.3f} | {cell} |")
+    if args.save:
+        settings = [f"{key}={os.environ[key]}" for key in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE") if key in os.environ]
+        report = {
+            "command": " ".join([*settings, "python", "benchmarks/training_throughput.py", *sys.argv[1:]]),
+            "device": device,
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "batch": f"{args.batch_size} x (1 + 8) documents",
+            "steps_per_run": args.steps,
+            "rounds": args.rounds,
+            "memory": memory,
+            "median": medians,
+            "runs": results,
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"\nresults: {args.save}")
 
 
 if __name__ == "__main__":

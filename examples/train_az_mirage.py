@@ -1,6 +1,7 @@
 """Effect run on the CPU: fine-tune the MiniLM stand-in on AZ-MIRAGE questions and answers, held-out before/after.
 
-    HF_HUB_OFFLINE=1 python examples/train_az_mirage.py [--data ../shared/data/az-mirage/dataset.json]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python examples/train_az_mirage.py --work-dir /tmp/az-mirage-train
+    # results: benchmarks/results/training-effect-az-mirage.json (--save PATH to write elsewhere)
 
 - Model: the packaged all-MiniLM-L6-v2 in the colbert-az layout (``build_minilm_standin``), converted and verified.
 - Rows: a seeded sample of AZ-MIRAGE questions whose answer has at most 16 words (90% of them: a step on 2 CPU
@@ -14,7 +15,8 @@
 - Held out: a per-source query split (``prepare_training_data``), each held-out query ranking its positive among 8
   hard negatives; evaluated before and after training with the card's metrics.
 
-The data is read from ``dataset.json`` at run time and never copied.
+The data is read from ``dataset.json`` at run time and never copied. The figures (held-out metrics before and
+after, the training loss log, timings, machine) are written as JSON to ``--save``, the file docs/training.md cites.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import re
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -37,13 +41,18 @@ from colbert_az_pylate import convert, load
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
 from colbert_az_pylate.scores import packed_maxsim_scores
 from colbert_az_pylate.standin import build_minilm_standin
-from colbert_az_pylate.training import SourceSchema, TrainingSource
-from colbert_az_pylate.training.dataset import prepare_training_data
-from colbert_az_pylate.training.trainer import Recipe, train
+from colbert_az_pylate.training import Recipe, SourceSchema, TrainingSource, prepare_training_data, train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "az-mirage" / "dataset.json"
+DEFAULT_SAVE = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "training-effect-az-mirage.json"
 SCHEMA = SourceSchema("doc_id", "text", "query_id", "query", "pos_id", "pos_score", "neg_{k}_id", "neg_{k}_score")
 MINED = 16
+
+
+def command_line() -> str:
+    """This run's command as it can be typed again (the environment settings that change results or speed too)."""
+    settings = [f"{name}={os.environ[name]}" for name in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE") if name in os.environ]
+    return " ".join([*settings, "python", "examples/train_az_mirage.py", *sys.argv[1:]])
 
 
 def words(text: str) -> list[str]:
@@ -99,6 +108,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--work-dir", default=None, help="where the stand-in and the trained model go (default: tmp)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", default=str(DEFAULT_SAVE), help="JSON file for the results ('' for none)")
     args = parser.parse_args()
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -145,9 +155,17 @@ def main() -> None:
         bf16=False,
         seed=args.seed,
     )
+    from transformers import TrainerCallback
+
+    log: list[dict] = []
+
+    class RecordLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            log.append({"step": state.global_step, **(logs or {})})
+
     train_started = time.perf_counter()
     train(model, data.train, work / "trained", recipe=recipe, max_steps=args.steps, save_strategy="no",
-          logging_steps=25, use_cpu=True)  # fmt: skip
+          logging_steps=25, use_cpu=True, overwrite=True, callbacks=[RecordLog()])  # fmt: skip
     train_seconds = time.perf_counter() - train_started
     after = evaluate_triplets(load(work / "trained", device="cpu"), data.heldout, show_progress_bar=False)["macro"]
 
@@ -163,6 +181,33 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     print(f"trained model: {work / 'trained'}")
+    if args.save:
+        result = {
+            "command": command_line(),
+            "settings": {key: value for key, value in vars(args).items() if key not in ("save", "work_dir", "data")},
+            "data": data.summary().splitlines(),
+            "heldout_questions": len(data.heldout),
+            "training_rows": len(data.train),
+            "metrics": {"before": before, f"after {args.steps} steps": after},
+            "loss_log": [entry for entry in log if "loss" in entry],
+            "seconds": {
+                "data_and_mining": round(prepared - started, 1),
+                "training": round(train_seconds, 1),
+                "total": round(total, 1),
+            },
+            "steps_per_s": round(args.steps / train_seconds, 4),
+            "machine": {
+                "processor": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "cuda": torch.cuda.is_available(),
+            },
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"results: {args.save}")
 
 
 if __name__ == "__main__":

@@ -419,6 +419,7 @@ def train(
     recipe: Recipe | None = None,
     resume_from_checkpoint: str | bool | None = None,
     overwrite: bool = False,
+    callbacks: Sequence | None = None,
     **training_overrides,
 ):
     """Fine-tune a pylate ColBERT (from :func:`colbert_az_pylate.load`) with the card's recipe; returns it.
@@ -447,6 +448,8 @@ def train(
         step and data order are restored.
     overwrite
         Replace an existing, non-empty ``output_dir``.
+    callbacks
+        ``transformers.TrainerCallback`` objects for the trainer (e.g. to record the loss log).
     **training_overrides
         Any ``SentenceTransformerTrainingArguments`` field (``max_steps``, ``save_steps``, ``use_cpu`` …).
 
@@ -487,6 +490,7 @@ def train(
         loss=loss,
         evaluator=evaluator,
         data_collator=ColBERTCollator(batch_tokenizer(model)),
+        callbacks=list(callbacks) if callbacks else None,
     )
     staging = output / STAGING
     if args.should_save:
