@@ -13,6 +13,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel, PreTrainedTokenizerFast
 
+from colbert_az_pylate.errors import InvalidArgumentError
+
 CORPUS = [
     "Azərbaycan mədəniyyətinin tarixi çox zəngindir və qədim dövrlərdən başlayır.",
     "Bakı Azərbaycanın paytaxtı və ən böyük şəhəridir, Xəzər dənizinin sahilində yerləşir.",
@@ -121,7 +123,36 @@ def _wrap(tok: Tokenizer, specials: list[str], bos: str, eos: str) -> PreTrained
 def build_checkpoint(
     folder: Path, family: str = "gemma", embedding_dim: int = 24, hidden_size: int = 32, seed: int = 0
 ) -> Path:
-    """Write a checkpoint of the colbert-az layout for a tokenizer ``family`` into ``folder``."""
+    """Write a checkpoint of the colbert-az layout for a tokenizer ``family`` into ``folder``.
+
+    Parameters
+    ----------
+    folder : Path
+        Where to write (created if missing).
+    family : str, default "gemma"
+        One of :data:`FAMILIES`: the tokenizer pipeline to reproduce.
+    embedding_dim : int, default 24
+        Output size of ``projection.pt``.
+    hidden_size : int, default 32
+        Hidden size of the random backbone.
+    seed : int, default 0
+        Seed of the random weights.
+
+    Returns
+    -------
+    Path
+        ``folder``, holding ``config.json``, ``model.safetensors``, the tokenizer and ``projection.pt``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder = build_checkpoint(Path(tmp) / "tiny", "wordpiece")
+    ...     sorted(p.name for p in folder.iterdir() if p.suffix in (".json", ".pt", ".safetensors"))[:4]
+    ['config.json', 'model.safetensors', 'projection.pt', 'tokenizer.json']
+    """
+    if family not in FAMILIES:
+        raise InvalidArgumentError(f"unknown tokenizer family {family!r}; choose one of {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,8 +164,8 @@ def build_checkpoint(
         tokenizer = _wrap(bytelevel_tokenizer(), ROBERTA_SPECIALS, "<s>", "</s>")
     elif family == "wordpiece":
         tokenizer = _wrap(wordpiece_tokenizer(), BERT_SPECIALS, "[CLS]", "[SEP]")
-    else:
-        raise ValueError(f"unknown family {family}")
+    else:  # pragma: no cover - every family is handled above
+        raise InvalidArgumentError(f"unknown tokenizer family {family!r}")
     if family == "gemma_with_markers":
         tokenizer.add_special_tokens({"additional_special_tokens": ["[Q]", "[D]"]})
     tokenizer.save_pretrained(folder)

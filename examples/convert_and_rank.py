@@ -24,7 +24,7 @@ PASSAGES = [
 def main(source: str, output: str = "colbert-az-pylate") -> None:
     if not Path(output).exists():
         print(convert(source, output).summary())
-    model = models.ColBERT(output)
+    model = models.ColBERT(str(Path(output).resolve()))  # a path, never taken for a hub id
     queries = ["Azərbaycanın paytaxtı hansı şəhərdir?"]
     reranked = rank.rerank(
         documents_ids=[list(range(len(PASSAGES)))],

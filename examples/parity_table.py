@@ -1,6 +1,9 @@
 """Convert a tiny checkpoint of every tokenizer family and print the parity table of the README.
 
-HF_HUB_OFFLINE=1 python examples/parity_table.py [--dataset ../shared/data/az-mirage/dataset.json]
+HF_HUB_OFFLINE=1 python examples/parity_table.py [--dataset AZ-MIRAGE/dataset.json]
+
+The probes are the package's own (edge cases and Azerbaijani/English sentences shipped inside it); ``--dataset``
+adds real AZ-MIRAGE texts.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from colbert_az_pylate.fixtures import FAMILIES, build_checkpoint
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=Path("../shared/data/az-mirage/dataset.json"))
-    parser.add_argument("--real-texts", type=int, default=24)
+    parser.add_argument("--dataset", type=Path, help="AZ-MIRAGE dataset.json: real texts added to the probes")
+    parser.add_argument("--real-texts", type=int, default=24, help="how many texts of --dataset (default: 24)")
     args = parser.parse_args()
     probes = probe_texts(args.dataset, real_limit=args.real_texts)
     print(f"{len(probes)} probe texts, each as query and as document\n")

@@ -136,11 +136,29 @@ def test_existing_output_is_refused_without_overwrite(checkpoints, converted, pr
 def test_overwrite_replaces_the_output(checkpoints, tmp_path, probes):
     output = tmp_path / "out"
     output.mkdir()
+    (output / "config.json").write_text("{}")
     (output / "stale.txt").write_text("old")
     report = convert(checkpoints["metaspace"], output, overwrite=True, probes=probes[:20])
     assert report.parity.passed
     assert not (output / "stale.txt").exists() and (output / "modules.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("kind", ["user folder", "file", "source"])
+def test_overwrite_never_replaces_what_is_not_a_model_output(checkpoints, tmp_path, kind):
+    import shutil
+
+    source = Path(shutil.copytree(checkpoints["wordpiece"], tmp_path / "source"))
+    output = {"user folder": tmp_path / "documents", "file": tmp_path / "notes.txt", "source": source}[kind]
+    if kind == "user folder":
+        output.mkdir()
+        (output / "thesis.tex").write_text("years of work")
+    elif kind == "file":
+        output.write_text("keep me")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(OutputExistsError):
+        convert(source, output, overwrite=True, verify=False)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_failed_verification_leaves_nothing_behind(checkpoints, tmp_path, probes, monkeypatch):

@@ -210,6 +210,19 @@ def pin_float32(config_path: Path) -> list[str]:
     return [f"config.json: {changed} -> float32 (the reference computes in float32)"]
 
 
+def _check_replaceable(output: Path) -> None:
+    """Refuse to replace anything but a model folder (or an empty one): ``--overwrite`` must not wipe a user's files."""
+    if not output.is_dir() or output.is_symlink():
+        raise OutputExistsError(f"{output} exists and is not a folder; choose another output")
+    if any(output.iterdir()) and not any((output / name).is_file() for name in ("config.json", "modules.json")):
+        raise OutputExistsError(
+            f"{output} is a non-empty folder that holds no model (no config.json or modules.json); "
+            "refusing to replace it, choose another output"
+        )
+    if Path.cwd() == output or output in Path.cwd().parents:
+        raise OutputExistsError(f"{output} holds the working directory; refusing to replace it")
+
+
 def _move_into_place(staged: Path, output: Path) -> None:
     """Rename ``staged`` to ``output``; a previous output is kept aside until the new one is in place."""
     if not output.exists():
@@ -305,6 +318,8 @@ def convert(
     folder = resolve_source(source, revision)
     if output == folder or output in folder.parents:
         raise OutputExistsError(f"{output} would replace the source {folder}; choose another output folder")
+    if output.exists():
+        _check_replaceable(output)
     check_layout(folder)
     hidden_size = hidden_size_of(folder)
     projection = load_projection(folder / PROJECTION_FILE, hidden_size)
