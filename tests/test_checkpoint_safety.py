@@ -123,3 +123,10 @@ def test_unreachable_hub_id_says_how_to_use_a_local_folder(monkeypatch):
 def test_missing_local_folder_is_not_mistaken_for_a_hub_id(tmp_path):
     with pytest.raises(SourceNotFoundError, match="is not a folder"):
         resolve_source(tmp_path / "nowhere")
+
+
+def test_truncated_weights_are_refused_before_anything_is_written(source, tmp_path):
+    weights = source / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    message = _assert_refused(source, tmp_path, CheckpointError, "truncated or damaged")
+    assert "model.safetensors" in message
