@@ -804,11 +804,12 @@ class VoyagerIndex(Base):
         self._batch_depth -= 1
         if self._pending and not self._batch_depth:
             self._writable()
-            try:
-                self._commit()
-            except BaseException:
-                self._forget_uncommitted()
-                raise
+            with self._lock.mutex:
+                try:
+                    self._commit()
+                except BaseException:
+                    self._forget_uncommitted()
+                    raise
 
     def add_documents(
         self,
