@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from colbert_az_pylate.console import quiet_third_party
-from colbert_az_pylate.errors import ColbertAzError, ParityError, first_line
+from colbert_az_pylate.errors import ColbertAzError, ParityError, check_count, first_line
 
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -76,15 +76,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_PARITY_FAILED
 
 
-def _check_count_flag(flag: str, value: int) -> int:
-    """A count given on the command line (``-k``, ``--batch-size``): refused before any import, file or model."""
-    from colbert_az_pylate.errors import InvalidArgumentError
-
-    if value < 1:
-        raise InvalidArgumentError(f"{flag} must be a whole number >= 1, got {value}")
-    return value
-
-
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -104,8 +95,8 @@ def _terminal_safe(text: str) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    _check_count_flag("--batch-size", args.batch_size)
-    _check_count_flag("--pool-factor", args.pool_factor)
+    check_count(args.batch_size, "--batch-size")
+    check_count(args.pool_factor, "--pool-factor")
     from colbert_az_pylate.retrieval.corpus import read_corpus
     from colbert_az_pylate.retrieval.searcher import Searcher, check_metadata
 
@@ -133,7 +124,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    _check_count_flag("-k", args.k)
+    check_count(args.k, "-k")
     from colbert_az_pylate.retrieval.searcher import Searcher
 
     searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False)
@@ -153,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _check_count_flag("-k", args.k)
+    check_count(args.k, "-k")
     from colbert_az_pylate.retrieval.demo import run_demo
 
     result = run_demo(k=args.k, say=(lambda message: None) if args.json else print)

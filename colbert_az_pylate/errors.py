@@ -11,6 +11,8 @@ and exits 2. Any other exception is a bug of ours: the CLI prints a short "inter
 
 from __future__ import annotations
 
+import numbers
+
 
 class ColbertAzError(Exception):
     """Base class of every error this package raises on bad input."""
@@ -72,3 +74,34 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+def check_count(value, name: str) -> int:
+    """``value`` as an int if it is a whole number >= 1; else a one-line :class:`InvalidArgumentError`.
+
+    The one rule for counts (``k``, ``batch_size``, ``-k``, ``--batch-size`` …), for the API and the CLI alike.
+
+    Parameters
+    ----------
+    value
+        The value to check; ``True``, ``2.5``, ``"3"`` and ``None`` are refused, numpy integers accepted.
+    name
+        Its name in the message (``"k"``, or a flag such as ``"--batch-size"``).
+
+    Returns
+    -------
+    int
+        The value.
+
+    Examples
+    --------
+    >>> check_count(3, "k")
+    3
+    >>> check_count("3", "k")
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: k must be a whole number >= 1, got '3' (str)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r} ({type(value).__name__})")
+    return int(value)

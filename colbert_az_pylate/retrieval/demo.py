@@ -73,7 +73,7 @@ def run_demo(
     >>> result["results"][0]["hits"][0]["id"]  # doctest: +SKIP
     'baki'
     """
-    from colbert_az_pylate.retrieval.searcher import check_count
+    from colbert_az_pylate.errors import check_count
 
     k = check_count(k, "k")
     if isinstance(queries, str):

@@ -41,6 +41,7 @@ from colbert_az_pylate.errors import (
     IndexFormatError,
     InvalidArgumentError,
     OutputExistsError,
+    check_count,
     first_line,
 )
 from colbert_az_pylate.retrieval.folders import BUILDING, acquire_writer_lock, index_backend, release_writer_lock
@@ -49,7 +50,6 @@ from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.voyager_index import (
     ModelSignature,
     _as_matrices,
-    _check_count,
     _fsync_dir,
     _fsync_write,
 )
@@ -124,8 +124,8 @@ class PlaidIndex:
         from fast_plaid import search as fast_plaid_search
 
         self.folder = Path(folder)
-        self.n_ivf_probe = _check_count(n_ivf_probe, "n_ivf_probe")
-        self.n_full_scores = _check_count(n_full_scores, "n_full_scores")
+        self.n_ivf_probe = check_count(n_ivf_probe, "n_ivf_probe")
+        self.n_full_scores = check_count(n_full_scores, "n_full_scores")
         self.show_progress = show_progress
         backend = index_backend(self.folder)
         if backend != "plaid":
@@ -327,7 +327,7 @@ class PlaidIndex:
         list[list[dict]]
             pylate's format: per query, ``[{"id": ..., "score": ...}, ...]``, best first.
         """
-        k = _check_count(k, "k")
+        k = check_count(k, "k")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)

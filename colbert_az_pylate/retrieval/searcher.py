@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, first_line
+from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.retrieval.folders import check_backend, index_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
@@ -50,35 +50,6 @@ class Hit:
     def to_dict(self) -> dict:
         """The hit as a JSON-ready dict."""
         return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
-
-
-def check_count(value, name: str) -> int:
-    """``value`` as an int if it is a whole number >= 1; else a one-line :class:`InvalidArgumentError`.
-
-    Parameters
-    ----------
-    value
-        The value to check (``k``, ``batch_size`` …); ``True``, ``2.5``, ``"3"`` and ``None`` are refused.
-    name
-        Its name in the message (``"k"``, or a flag such as ``"--batch-size"``).
-
-    Returns
-    -------
-    int
-        The value.
-
-    Examples
-    --------
-    >>> check_count(3, "k")
-    3
-    >>> check_count("3", "k")
-    Traceback (most recent call last):
-    ...
-    colbert_az_pylate.errors.InvalidArgumentError: k must be a whole number >= 1, got '3' (str)
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r} ({type(value).__name__})")
-    return int(value)
 
 
 def check_documents(documents: Sequence[str]) -> list[str]:

@@ -44,6 +44,7 @@ from colbert_az_pylate.errors import (
     IndexFormatError,
     IndexLockedError,
     InvalidArgumentError,
+    check_count,
     first_line,
 )
 from colbert_az_pylate.retrieval.folders import (
@@ -122,12 +123,6 @@ class ModelSignature:
         dimension = int(model[-1].get_sentence_embedding_dimension())
         name = name or str(model[0].auto_model.config.name_or_path or "unnamed model")
         return cls(name, dimension, digest.hexdigest()[:16])
-
-
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number >= 1, got {value!r} ({type(value).__name__})")
-    return int(value)
 
 
 def _as_matrix(embeddings, what: str, dimension: int) -> np.ndarray:
@@ -297,8 +292,8 @@ class VoyagerIndex(Base):
         if storage not in _STORAGE:
             raise InvalidArgumentError(f"storage must be one of {sorted(_STORAGE)}, got {storage!r}")
         for name, value in (("embedding_size", embedding_size), ("M", M), ("ef_construction", ef_construction)):
-            _check_count(value, name)
-        self.ef_search = _check_count(ef_search, "ef_search")
+            check_count(value, name)
+        self.ef_search = check_count(ef_search, "ef_search")
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads == 0 or num_threads < -1:
             raise InvalidArgumentError(
                 f"num_threads must be -1 (all cores) or a whole number >= 1, got {num_threads!r}"
@@ -1126,7 +1121,7 @@ class VoyagerIndex(Base):
         dict
             ``{"documents_ids": [...], "distances": [...]}``: per query, per token, ``k`` ids and cosine distances.
         """
-        k = _check_count(k, "k")
+        k = check_count(k, "k")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         labels, distances, sizes = self._query_graph(queries, k)
         split = np.cumsum(sizes)[:-1]
@@ -1190,9 +1185,9 @@ class VoyagerIndex(Base):
         list[list[dict]]
             pylate's format: per query, ``[{"id": ..., "score": ...}, ...]``, best first.
         """
-        k, k_token = _check_count(k, "k"), _check_count(k_token, "k_token")
+        k, k_token = check_count(k, "k"), check_count(k_token, "k_token")
         if candidates is not None:
-            candidates = _check_count(candidates, "candidates")
+            candidates = check_count(candidates, "candidates")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
@@ -1245,7 +1240,7 @@ class VoyagerIndex(Base):
         list[list[dict]]
             As :meth:`search`.
         """
-        k, chunk_documents = _check_count(k, "k"), _check_count(chunk_documents, "chunk_documents")
+        k, chunk_documents = check_count(k, "k"), check_count(chunk_documents, "chunk_documents")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         if not self._positions:
             raise ColbertAzError("the index is empty; add documents before searching")
