@@ -5,10 +5,14 @@ their answer and 8 other answers (``../shared/data/az-mirage/dataset.json``, ans
 effect run; the package's fixture texts when it is absent), teacher scores seeded random, tokenized once by the
 training collator. A step is forward, loss, backward and an AdamW update, as in the trainer.
 
-Each loss runs in its own process, the two alternating for ``--rounds`` rounds; the table gives the median steps/s
-and the peak memory. On the CPU, peak memory is the process's peak resident set (``ru_maxrss``) over the timed steps,
-minus the peak before them (model, batches, one warm-up step already in place): tracemalloc would miss it, since
-torch allocates tensors outside Python's allocator. On a GPU it is ``torch.cuda.max_memory_allocated``.
+Each loss runs in its own process, the two alternating for ``--rounds`` rounds (which one goes first alternates too,
+so a machine that slows down or speeds up during a round favours neither); the table gives the median steps/s and the
+peak memory. The scoring alone (MaxSim of a batch's shape, forward and backward, no encoder) is timed apart, so the
+loss's own cost is visible beside the noise of whole steps.
+
+On the CPU, peak memory is the process's peak resident set (``ru_maxrss``) over the timed steps, minus the peak
+before them (model, batches, one warm-up step already in place): tracemalloc would miss it, since torch allocates
+tensors outside Python's allocator. On a GPU it is ``torch.cuda.max_memory_allocated``.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --rounds 5   # docs/benchmarks.md
     HF_HUB_OFFLINE=1 python benchmarks/training_throughput.py --steps 3 --rounds 1 --save ''   # a quick look
@@ -117,6 +121,33 @@ def worker(loss_name: str, model_folder: str, steps: int, batch_size: int) -> di
     }
 
 
+def scoring_ms(batch_size: int, group: int = 9, query_tokens: int = 32, document_tokens: int = 40) -> dict:
+    """Milliseconds per forward + backward of the scores alone: ours (padding excluded) and pylate's."""
+    import torch
+    from pylate.scores import colbert_kd_scores
+
+    from colbert_az_pylate.losses import group_maxsim_scores
+
+    torch.manual_seed(0)
+    queries = torch.randn(batch_size, query_tokens, 128, requires_grad=True)
+    documents = torch.randn(batch_size, group, document_tokens, 128, requires_grad=True)
+    mask = torch.rand(batch_size, group, document_tokens) > 0.3
+    functions = {
+        "DistillationInfoNCE": lambda: group_maxsim_scores(queries, documents, mask),
+        "pylate Distillation": lambda: colbert_kd_scores(queries, documents, documents_mask=mask),
+    }
+    timings = {}
+    for name, function in functions.items():
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(100):
+                function().sum().backward()
+            runs.append((time.perf_counter() - started) * 10)  # ms per call: / 100 * 1000
+        timings[name] = statistics.median(runs)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="converted folder (default: build and convert the MiniLM stand-in)")
@@ -141,8 +172,8 @@ def main() -> None:
         model = str(convert(build_minilm_standin(work / "raw"), work / "converted").output)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results: dict[str, list[dict]] = {"DistillationInfoNCE": [], "pylate Distillation": []}
-    for _ in range(args.rounds):
-        for name in results:
+    for round_number in range(args.rounds):
+        for name in list(results)[:: 1 if round_number % 2 == 0 else -1]:
             command = [sys.executable, __file__, "--worker", name, "--model", model, "--steps", str(args.steps),
                        "--batch-size", str(args.batch_size)]  # fmt: skip
             output = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
@@ -161,6 +192,10 @@ def main() -> None:
         medians[name] = {"steps_per_s": speed, "relative": speed / baseline, "peak_mb": peak, "peak_growth_mb": growth}
         cell = f"{peak:.0f}" if torch.cuda.is_available() else f"{peak:.0f} / {growth:.0f}"
         print(f"| {name} | {speed:.3f} | {speed / baseline:.3f} | {cell} |")
+    scoring = scoring_ms(args.batch_size)
+    step_ms = 1000 / medians["DistillationInfoNCE"]["steps_per_s"]
+    alone = ", ".join(f"{name} {ms:.2f}" for name, ms in scoring.items())
+    print(f"\nscores alone, forward + backward, ms per batch: {alone} (a whole step: {step_ms:.0f} ms)")
     if args.save:
         settings = [f"{key}={os.environ[key]}" for key in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE") if key in os.environ]
         report = {
@@ -174,6 +209,7 @@ def main() -> None:
             "rounds": args.rounds,
             "memory": memory,
             "median": medians,
+            "scoring_only_ms": scoring,
             "runs": results,
             "date": time.strftime("%Y-%m-%d"),
         }
