@@ -4,7 +4,7 @@
     # results: benchmarks/results/training-effect-az-mirage.json (--save PATH to write elsewhere)
 
 - Model: the packaged all-MiniLM-L6-v2 in the colbert-az layout (``build_minilm_standin``), converted and verified.
-- Rows: a seeded sample of AZ-MIRAGE questions whose answer has at most 16 words (90% of them: a step on 2 CPU
+- Rows: a seeded sample of AZ-MIRAGE questions whose answer has at most 16 words (89 % of them: a step on 2 CPU
   cores costs what the longest document of the batch costs); the positive is the question's answer passage, the
   corpus the answers of the sample. Hard negatives are mined by the model itself (its 16 best-scored answers other
   than the positive, exact MaxSim): the negatives it finds hardest, as the card's data sets were mined by a retriever.
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="AZ-MIRAGE dataset.json")
     parser.add_argument("--queries", type=int, default=1600, help="questions sampled (train + held out)")
     parser.add_argument("--heldout", type=int, default=300, help="held-out questions")
-    parser.add_argument("--max-words", type=int, default=16, help="longest answer kept (90%% of them; CPU budget)")
+    parser.add_argument("--max-words", type=int, default=16, help="longest answer kept (89%% of them; CPU budget)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
