@@ -2,7 +2,18 @@
 
 from colbert_az_pylate.retrieval.corpus import Corpus, read_corpus
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
+from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
 from colbert_az_pylate.retrieval.searcher import Hit, Searcher, rerank
 from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
 
-__all__ = ["Corpus", "Hit", "ModelSignature", "PlaidIndex", "Searcher", "VoyagerIndex", "read_corpus", "rerank"]
+__all__ = [
+    "Corpus",
+    "Hit",
+    "ModelSignature",
+    "PlaidIndex",
+    "QdrantIndex",
+    "Searcher",
+    "VoyagerIndex",
+    "read_corpus",
+    "rerank",
+]
