@@ -113,6 +113,11 @@ def index_backend(folder: str | Path) -> str | None:
             f"{path} holds a {VOYAGER_MANIFEST} that is not an index manifest of ours; choose a new or empty folder "
             "for the index"
         )
+    if (path / "meta.json").is_file() and (path / "collection").is_dir():
+        raise OutputExistsError(
+            f"{path} holds an embedded Qdrant index: open it with colbert_az_pylate.retrieval.QdrantIndex (the "
+            "Searcher and the CLI do not open Qdrant indexes yet), or choose another folder"
+        )
     entries = [p for p in path.iterdir() if p.name != LOCK]
     foreign = [p.name for p in entries if not (_VOYAGER_LEFTOVER.match(p.name) or _PLAID_LEFTOVER.match(p.name))]
     foreign = [name for name in foreign if not (path / name / BUILDING).exists()]  # a killed PLAID build
