@@ -185,7 +185,7 @@ def test_in_batch_scores_are_the_cards_maxsim_for_every_pair(centred):
 def test_loss_docstring_examples_run():
     import doctest
 
-    from colbert_az_pylate.losses import distillation_infonce
+    import colbert_az_pylate.losses.distillation_infonce as module
 
-    result = doctest.testmod(distillation_infonce, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 6 and result.failed == 0

@@ -3,8 +3,8 @@
 from colbert_az_pylate.losses.distillation_infonce import (
     DistillationInfoNCE,
     all_pairs_maxsim_scores,
-    distillation_infonce,
+    distillation_infonce_loss,
     group_maxsim_scores,
 )
 
-__all__ = ["DistillationInfoNCE", "all_pairs_maxsim_scores", "distillation_infonce", "group_maxsim_scores"]
+__all__ = ["DistillationInfoNCE", "all_pairs_maxsim_scores", "distillation_infonce_loss", "group_maxsim_scores"]

@@ -118,7 +118,7 @@ def _maxsim(similarity, documents_mask, queries_mask, padding: str) -> torch.Ten
     return best.sum(dim=-1)
 
 
-def distillation_infonce(
+def distillation_infonce_loss(
     scores: torch.Tensor,
     teacher_scores: torch.Tensor,
     alpha: float = 0.7,
@@ -150,9 +150,9 @@ def distillation_infonce(
     Examples
     --------
     >>> student = torch.tensor([[2.0, 1.0, 0.0]])
-    >>> abs(distillation_infonce(student, torch.tensor([[2.0, 1.0, 0.0]]), alpha=1.0).item()) < 1e-6
+    >>> abs(distillation_infonce_loss(student, torch.tensor([[2.0, 1.0, 0.0]]), alpha=1.0).item()) < 1e-6
     True
-    >>> round(distillation_infonce(student, student, alpha=0.0, temperature=1.0).item(), 4)
+    >>> round(distillation_infonce_loss(student, student, alpha=0.0, temperature=1.0).item(), 4)
     0.4076
     """
     teacher = teacher_scores.to(scores.dtype) / teacher_temperature
@@ -327,14 +327,14 @@ class DistillationInfoNCE(nn.Module):
         labels
             Teacher scores.
         contrastive_scores
-            In-batch scores (batch, batch × (1 + K)), see :func:`distillation_infonce`.
+            In-batch scores (batch, batch × (1 + K)), see :func:`distillation_infonce_loss`.
 
         Returns
         -------
         torch.Tensor
             The scalar loss.
         """
-        return distillation_infonce(
+        return distillation_infonce_loss(
             scores,
             labels,
             alpha=self.alpha,

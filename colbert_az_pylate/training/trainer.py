@@ -289,6 +289,7 @@ def check_output(
     Traceback (most recent call last):
     ...
     colbert_az_pylate.errors.OutputExistsError: output ... lies inside the model being trained ...
+    >>> import shutil; shutil.rmtree(folder)
     """
     output = Path(output_dir).expanduser().resolve()
     if model is not None and Path(model).expanduser().is_dir():
