@@ -1,5 +1,6 @@
 """Every public object (the ``__all__`` of the package and its parts) documents itself like pylate's:
-a summary line, ``Parameters`` where it takes any, and an ``Examples`` block whose code runs (--doctest-modules)."""
+a summary line, ``Parameters`` where it takes any, ``Returns`` where it returns something, and an ``Examples``
+block whose code runs (--doctest-modules)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ def test_public_object_has_a_numpydoc_docstring_with_a_runnable_example(value):
     assert "Examples" in doc and ">>>" in doc, "no Examples block with runnable code"
     if _takes_parameters(value) and not _is_dataclass_documented(value, doc):
         assert "Parameters" in doc, "no Parameters section"
+    if inspect.isfunction(value) and _returns_something(value):
+        assert "Returns" in doc or "Yields" in doc, "no Returns section"
+
+
+def _returns_something(function) -> bool:
+    annotation = inspect.signature(function).return_annotation
+    return annotation not in (inspect.Signature.empty, None, "None")
 
 
 def _is_dataclass_documented(value, doc: str) -> bool:
