@@ -239,7 +239,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config)
     config.overwrite = config.overwrite or args.overwrite
-    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs; stdout keeps the summary only
+    # The trainer prints its log lines: to stderr, so stdout keeps the summary only; nowhere with --json.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull if args.json else sys.stderr):
         data, metrics = run_train_config(config, on_step=_progress(not args.json))
     summary = {"output": config.output, "data": data.summary().splitlines(), "heldout": metrics}
     if args.json:
