@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from colbert_az_pylate.console import quiet_third_party
-from colbert_az_pylate.errors import ColbertAzError, ParityError, check_count, first_line
+from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, ParityError, check_count, first_line
 
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -97,6 +97,8 @@ def _terminal_safe(text: str) -> str:
 def cmd_index(args: argparse.Namespace) -> int:
     check_count(args.batch_size, "--batch-size")
     check_count(args.pool_factor, "--pool-factor")
+    if args.overlap < 0:
+        raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
     from colbert_az_pylate.retrieval.corpus import read_corpus
     from colbert_az_pylate.retrieval.searcher import Searcher, check_metadata
 
@@ -113,12 +115,21 @@ def cmd_index(args: argparse.Namespace) -> int:
         pool_factor=args.pool_factor,
     )
     searcher.show_progress_bar = not args.json
-    searcher.index(corpus.texts, ids=corpus.ids, metadata=corpus.metadata or None, upsert=args.upsert)
+    searcher.index(
+        corpus.texts,
+        ids=corpus.ids,
+        metadata=corpus.metadata or None,
+        upsert=args.upsert,
+        passages=not args.no_passages,
+        overlap=args.overlap,
+    )
+    split = searcher.passage_report
     summary = {"index": str(args.index), "documents": len(searcher), "added": len(corpus), "model": args.model}
+    summary["passages"] = split.to_dict()
     print(
         json.dumps(summary)
         if args.json
-        else f"indexed {len(corpus)} documents into {args.index} ({len(searcher)} in all)"
+        else f"indexed {len(corpus)} documents into {args.index} ({len(searcher)} in all); {split.summary()}"
     )
     return 0
 
@@ -128,7 +139,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from colbert_az_pylate.retrieval.searcher import Searcher
 
     searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False)
-    results = searcher.search(args.queries, k=args.k, exact=args.exact)
+    results = searcher.search(
+        args.queries, k=args.k, exact=args.exact, group_by="passage" if args.passages else "document"
+    )
     if args.json:
         report = [
             {"query": q, "hits": [h.to_dict() for h in hits]} for q, hits in zip(args.queries, results, strict=True)
@@ -310,6 +323,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="voyager (HNSW + exact rerank, updatable) or plaid (fast-plaid, build-once, for large corpora); "
         "default: the index folder's own backend, voyager for a new folder",
     )
+    index.add_argument(
+        "--overlap",
+        type=int,
+        default=32,
+        help="tokens a passage of a long document shares with the previous one (default: 32)",
+    )
+    index.add_argument(
+        "--no-passages",
+        action="store_true",
+        help="do not split documents longer than the model's document length (they are truncated)",
+    )
     index.add_argument("--json", action="store_true", help="print a JSON summary")
     index.set_defaults(handler=cmd_index)
 
@@ -322,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", nargs="+", metavar="QUERY")
     search.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
     search.add_argument("--exact", action="store_true", help="brute-force MaxSim over every document")
+    search.add_argument(
+        "--passages",
+        action="store_true",
+        help="one hit per passage of a long document (default: one per document, at its best passage)",
+    )
     search.add_argument("--model", help="model to encode queries with (default: the one recorded in the index)")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=cmd_search)

@@ -91,6 +91,21 @@ def pylate_token_ids(
     return [*ids[:1], marker, *ids[1:]]
 
 
+def document_token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    """How many ids pylate feeds the backbone for ``text`` as a document if nothing were truncated.
+
+    Special tokens and the ``[D]`` marker included: a text fits a model whose document length is ``n`` when
+    this is at most ``n`` (what :mod:`colbert_az_pylate.retrieval.passages` checks every window against).
+
+    >>> from transformers import AutoTokenizer
+    >>> from colbert_az_pylate.standin import minilm_folder
+    >>> tokenizer = AutoTokenizer.from_pretrained(minilm_folder()); _ = add_markers(tokenizer)
+    >>> document_token_count(tokenizer, "Bakı") == len(pylate_token_ids(tokenizer, "Bakı", is_query=False))
+    True
+    """
+    return len(tokenizer(text.strip(), add_special_tokens=True, verbose=False)["input_ids"]) + 1
+
+
 def reference_token_ids(
     tokenizer: PreTrainedTokenizerBase, text: str, *, is_query: bool, max_length: int | None = None
 ) -> list[int]:

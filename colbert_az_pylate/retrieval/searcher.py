@@ -14,6 +14,14 @@ from tqdm.auto import tqdm
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.retrieval.folders import check_backend, index_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
+from colbert_az_pylate.retrieval.passages import (
+    DEFAULT_OVERLAP,
+    PASSAGE_SEPARATOR,
+    PassageReport,
+    parse_passage_id,
+    passage_id,
+    split_document,
+)
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 from colbert_az_pylate.retrieval.pooling import pool_document_tokens
@@ -35,21 +43,35 @@ class Hit:
         The document's text, as indexed.
     metadata
         The metadata stored with it.
+    passage
+        The number of the passage that scored (0 for a document indexed whole); ``None`` when unknown.
+    span
+        ``(start, end)``: where ``text`` lies in the document, in characters (``document[start:end] == text``);
+        for a long document split into passages, the best passage's.
 
     Examples
     --------
-    >>> Hit("baku", 12.5, "Bakı paytaxtdır.", {"lang": "az"}).to_dict()
-    {'id': 'baku', 'score': 12.5, 'text': 'Bakı paytaxtdır.', 'metadata': {'lang': 'az'}}
+    >>> Hit("baku", 12.5, "Bakı paytaxtdır.", {"lang": "az"}, passage=0, span=(0, 16)).to_dict()
+    {'id': 'baku', 'score': 12.5, 'text': 'Bakı paytaxtdır.', 'metadata': {'lang': 'az'}, 'passage': 0, 'span': [0, 16]}
     """
 
     id: str
     score: float
     text: str | None = None
     metadata: dict = field(default_factory=dict)
+    passage: int | None = None
+    span: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         """The hit as a JSON-ready dict."""
-        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "text": self.text,
+            "metadata": self.metadata,
+            "passage": self.passage,
+            "span": list(self.span) if self.span is not None else None,
+        }
 
 
 def check_documents(documents: Sequence[str]) -> list[str]:
@@ -279,6 +301,7 @@ class Searcher:
         self.signature = ModelSignature.of_model(self.model, name)
         self.embedding_size = self.signature.embedding_size
         self.index_settings = index_settings
+        self.passage_report: PassageReport | None = None  # what the last index()/add() split
         if backend == "plaid":
             exists = (self.folder / PLAID_MANIFEST).exists() and not override
             self.index_store = PlaidIndex(self.folder, model=self.signature, **index_settings) if exists else None
@@ -380,22 +403,34 @@ class Searcher:
         *,
         upsert: bool = False,
         commit_every: int = 20_000,
+        passages: bool = True,
+        overlap: int = DEFAULT_OVERLAP,
     ) -> Searcher:
         """Encode documents and add them to the index, after checking every argument (nothing is encoded before).
+
+        A document longer than the model's document length is split into passages that the model encodes whole
+        (:func:`~colbert_az_pylate.retrieval.passages.split_document`); :attr:`passage_report` says how many
+        documents were split into how many passages.
 
         Parameters
         ----------
         documents
             The texts, non-empty.
         ids
-            One unique non-empty string per document; default: their running number in the index.
+            One unique non-empty string per document (without the character ``"\\x1f"``); default: their
+            running number in the index.
         metadata
             One JSON-serialisable dict per document, returned with its hits; default: none.
         upsert
-            Replace documents whose id is already indexed (``--upsert`` on the command line); without it such an
-            id is an error and nothing is added.
+            Replace documents whose id is already indexed, every passage of them (``--upsert`` on the command
+            line); without it such an id is an error and nothing is added.
         commit_every
             Documents per atomic commit (default 20,000); an interrupted run keeps the commits made.
+        passages
+            Split long documents into passages (default); ``False`` indexes each document as one text, truncated
+            at the model's document length as before passages existed (``--no-passages``).
+        overlap
+            Tokens a passage shares with the previous one of its document (default 32; ``--overlap``).
 
         Returns
         -------
@@ -407,56 +442,111 @@ class Searcher:
         if ids is None:
             ids = self._next_ids(len(documents))
         ids = check_document_ids(ids, len(documents))
+        marked = next((doc_id for doc_id in ids if PASSAGE_SEPARATOR in doc_id), None)
+        if marked is not None:
+            raise InvalidArgumentError(
+                f"document id {marked!r} contains the character \\x1f, which marks passages in the index; "
+                "remove it from the id"
+            )
         metadata = check_metadata(metadata, ids)
         if self.backend == "voyager" and not upsert:
-            present = [doc_id for doc_id in ids if doc_id in self.index_store]
+            present = [doc_id for doc_id in ids if self._has_document(doc_id)]
             if present:
                 raise InvalidArgumentError(
                     f"{len(present)} ids are already in the index at {self.folder} (e.g. {present[:3]}); pass "
                     "upsert=True (--upsert on the command line) to replace them, or override=True (--override) to "
                     "start afresh"
                 )
+        if self.backend == "plaid" and self.index_store is not None:
+            raise ColbertAzError(
+                f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
+            )
+        entries = self._entries_of(documents, ids, metadata or [{}] * len(documents), passages, overlap)
         if self.backend == "plaid":
-            return self._build_plaid(documents, ids, metadata)
+            return self._build_plaid([entry for document in entries for entry in document])
         steps = range(0, len(documents), commit_every)
         with self.index_store.batch():  # with override=True: the old index is replaced only when all is added
             for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
-                chunk = slice(start, start + commit_every)
-                payloads = [
-                    {"text": text, "metadata": meta}
-                    for text, meta in zip(documents[chunk], (metadata or [{}] * len(documents))[chunk], strict=True)
-                ]
+                chunk = [entry for document in entries[start : start + commit_every] for entry in document]
+                stale = []
+                if upsert:
+                    fresh = {entry_id for entry_id, _, _ in chunk}
+                    for doc_id in ids[start : start + commit_every]:
+                        stale.extend(e for e in self._stored_entries(doc_id) if e not in fresh)
                 self.index_store.add_documents(
-                    ids[chunk], self.encode_documents(documents[chunk]), upsert=upsert, payloads=payloads
+                    [entry_id for entry_id, _, _ in chunk],
+                    self.encode_documents([text for _, text, _ in chunk]),
+                    upsert=upsert,
+                    payloads=[payload for _, _, payload in chunk],
+                    remove=stale,
                 )
         return self
 
+    def _entries_of(self, documents, ids, metadata, passages: bool, overlap: int) -> list[list[tuple[str, str, dict]]]:
+        """Per document, its index entries ``(id, text, payload)``: itself, or its passages; counted in the report."""
+        report, entries = PassageReport(), []
+        tokenizer, length = self.model.tokenizer, int(self.model.document_length)
+        for text, doc_id, meta in zip(documents, ids, metadata, strict=True):
+            pieces = split_document(text, tokenizer, length, overlap) if passages else []
+            if len(pieces) <= 1:
+                entries.append([(doc_id, text, {"text": text, "metadata": meta})])
+            else:
+                entries.append(
+                    [
+                        (
+                            passage_id(doc_id, piece.number),
+                            piece.text,
+                            {
+                                "text": piece.text,
+                                "metadata": meta,
+                                "document": doc_id,
+                                "passage": piece.number,
+                                "passages": len(pieces),
+                                "span": list(piece.span),
+                            },
+                        )
+                        for piece in pieces
+                    ]
+                )
+            report.add(len(entries[-1]))
+        self.passage_report = report
+        return entries
+
+    def _stored_entries(self, doc_id: str) -> list[str]:
+        """The index ids a document is stored under: its own, or those of its passages (empty when absent)."""
+        store = self.index_store
+        if store is None:
+            return []
+        if doc_id in store:
+            return [doc_id]
+        found, number = [], 0
+        while passage_id(doc_id, number) in store:
+            found.append(passage_id(doc_id, number))
+            number += 1
+        return found
+
+    def _has_document(self, doc_id: str) -> bool:
+        store = self.index_store
+        return store is not None and (doc_id in store or passage_id(doc_id, 0) in store)
+
     def _next_ids(self, count: int) -> list[str]:
         """Running numbers from the number of documents indexed, skipping ids in use (after deletes)."""
-        store = self.index_store
-        number, ids = (len(store) if store is not None else 0), []
+        number, ids = len(self), []
         while len(ids) < count:
-            if store is None or str(number) not in store:
+            if not self._has_document(str(number)):
                 ids.append(str(number))
             number += 1
         return ids
 
-    def _build_plaid(self, documents: list[str], ids: list[str], metadata: Sequence[dict] | None) -> Searcher:
-        if self.index_store is not None:
-            raise ColbertAzError(
-                f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
-            )
-        payloads = [
-            {"text": t, "metadata": m} for t, m in zip(documents, metadata or [{}] * len(documents), strict=True)
-        ]
+    def _build_plaid(self, entries: list[tuple[str, str, dict]]) -> Searcher:
         self.index_store = PlaidIndex.build(
             self.folder,
-            ids,
-            self.encode_documents(documents),
-            payloads=payloads,
+            [entry_id for entry_id, _, _ in entries],
+            self.encode_documents([text for _, text, _ in entries]),
+            payloads=[payload for _, _, payload in entries],
             model=self.signature,
             override=self.override,
-            show_progress=bool(self._progress(len(documents))),
+            show_progress=bool(self._progress(len(entries))),
             **self.index_settings,
         )
         return self
@@ -470,7 +560,8 @@ class Searcher:
         return self.index(documents, ids, metadata, **kwargs)
 
     def delete(self, ids: str | Sequence[str]) -> Searcher:
-        """Remove documents by id (an unknown id is an error and nothing is removed).
+        """Remove documents by id, every passage of them, in one commit (an unknown id is an error and nothing is
+        removed).
 
         Parameters
         ----------
@@ -484,15 +575,77 @@ class Searcher:
         """
         if self.backend == "plaid":
             raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild without those documents")
-        self.index_store.remove_documents(ids)
+        if isinstance(ids, str):
+            ids = [ids]
+        if isinstance(ids, bytes) or not isinstance(ids, Iterable):
+            raise InvalidArgumentError(f"ids must be an id or a list of ids, got {type(ids).__name__}")
+        entries, missing = [], []
+        for doc_id in dict.fromkeys(ids):
+            stored = self._stored_entries(doc_id) if isinstance(doc_id, str) else []
+            entries.extend(stored)
+            if not stored:
+                missing.append(doc_id)
+        if missing:
+            raise InvalidArgumentError(
+                f"{len(missing)} ids are not in the index (e.g. {missing[:3]}); nothing was removed"
+            )
+        self.index_store.remove_documents(entries)
         return self
 
-    def _hits(self, ranked: list[dict]) -> list[Hit]:
-        hits = []
-        for entry in ranked:
-            payload = self.index_store.payload(entry["id"])
-            hits.append(Hit(entry["id"], entry["score"], payload.get("text"), payload.get("metadata") or {}))
-        return hits
+    def _hit(self, entry: dict) -> Hit:
+        payload = self.index_store.payload(entry["id"])
+        text = payload.get("text")
+        if "document" in payload:  # a passage of a split document
+            document, number, span = payload["document"], payload.get("passage"), tuple(payload.get("span", ()))
+        else:
+            document, number, span = entry["id"], 0, ((0, len(text)) if isinstance(text, str) else None)
+        return Hit(document, entry["score"], text, payload.get("metadata") or {}, number, span or None)
+
+    def _has_passages(self) -> bool:
+        """Whether any entry of the index is a passage (cached per commit of the index)."""
+        store = self.index_store
+        state = (id(store), getattr(store, "generation", None), len(store))
+        if getattr(self, "_passages_at", None) != state:
+            self._any_passage = any(PASSAGE_SEPARATOR in entry_id for entry_id in self._entry_ids())
+            self._passages_at = state
+        return self._any_passage
+
+    def _entry_ids(self) -> Iterable[str]:
+        return self.index_store._positions.keys()  # live ids, both backends
+
+    def _ranked(self, embeddings, k: int, exact: bool, k_token: int, subset) -> list[list[dict]]:
+        if self.backend == "plaid":
+            if exact:
+                raise InvalidArgumentError(
+                    "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
+                )
+            return self.index_store.search(embeddings, k=k, subset=subset)
+        if exact:
+            if subset is not None:
+                raise InvalidArgumentError("subset is for the graph search; exact search scores every document")
+            return self.index_store.exact_search(embeddings, k=k)
+        return self.index_store.search(embeddings, k=k, k_token=k_token, subset=subset)
+
+    def _documents_ranked(self, embeddings, k: int, exact: bool, k_token: int, subset) -> list[list[dict]]:
+        """Top ``k`` documents per query, each at its best passage: passages are fetched until ``k`` documents."""
+        total = len(self.index_store)
+        fetch = min(total, k * 4)
+        results: list[list[dict] | None] = [None] * len(embeddings)
+        pending = list(range(len(embeddings)))
+        while pending:
+            ranked = self._ranked([embeddings[i] for i in pending], fetch, exact, k_token, subset)
+            still = []
+            for query, entries in zip(pending, ranked, strict=True):
+                best: dict[str, dict] = {}
+                for entry in entries:
+                    parsed = parse_passage_id(entry["id"])
+                    best.setdefault(parsed[0] if parsed else entry["id"], entry)
+                if len(best) >= k or len(entries) < fetch or fetch >= total:
+                    results[query] = list(best.values())[:k]
+                else:
+                    still.append(query)
+            pending, fetch = still, min(total, fetch * 4)
+        return results
 
     def search(
         self,
@@ -502,6 +655,7 @@ class Searcher:
         exact: bool = False,
         k_token: int = 256,
         subset: Sequence[str] | None = None,
+        group_by: str = "document",
     ) -> list[Hit] | list[list[Hit]]:
         """Ranked hits for one query or for several.
 
@@ -517,6 +671,10 @@ class Searcher:
             Graph neighbours per query token (Voyager; default 256).
         subset
             Only these document ids may be returned (a list of ids).
+        group_by
+            ``"document"`` (default): one hit per document, scored by its best passage and carrying that passage's
+            text, number and span; ``"passage"``: every passage on its own (``--passages`` on the command line),
+            so a document may appear several times.
 
         Returns
         -------
@@ -536,20 +694,16 @@ class Searcher:
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         if self.index_store is None or len(self.index_store) == 0:
             raise ColbertAzError(f"the index at {self.folder} is empty; index documents before searching")
+        if group_by not in ("document", "passage"):
+            raise InvalidArgumentError(f"group_by must be 'document' or 'passage', got {group_by!r}")
+        if subset is not None:
+            subset = [entry for doc_id in subset if isinstance(doc_id, str) for entry in self._stored_entries(doc_id)]
         embeddings = self.encode_queries(batch)
-        if self.backend == "plaid":
-            if exact:
-                raise InvalidArgumentError(
-                    "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
-                )
-            ranked = self.index_store.search(embeddings, k=k, subset=subset)
-        elif exact:
-            if subset is not None:
-                raise InvalidArgumentError("subset is for the graph search; exact search scores every document")
-            ranked = self.index_store.exact_search(embeddings, k=k)
+        if group_by == "passage" or not self._has_passages():
+            ranked = self._ranked(embeddings, k, exact, k_token, subset)
         else:
-            ranked = self.index_store.search(embeddings, k=k, k_token=k_token, subset=subset)
-        results = [self._hits(r) for r in ranked]
+            ranked = self._documents_ranked(embeddings, k, exact, k_token, subset)
+        results = [[self._hit(entry) for entry in entries] for entries in ranked]
         return results[0] if single else results
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[Hit]:
@@ -557,4 +711,9 @@ class Searcher:
         return rerank(self.model, query, documents, batch_size=self.batch_size)
 
     def __len__(self) -> int:
-        return len(self.index_store) if self.index_store is not None else 0
+        """Number of documents in the index (a document split into passages counts once)."""
+        if self.index_store is None:
+            return 0
+        if not self._has_passages():
+            return len(self.index_store)
+        return sum(1 for entry in self._entry_ids() if (parse_passage_id(entry) or ("", 0))[1] == 0)

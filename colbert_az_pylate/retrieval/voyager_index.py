@@ -814,6 +814,7 @@ class VoyagerIndex(Base):
         *,
         upsert: bool = False,
         payloads: Sequence[dict] | None = None,
+        remove: Sequence[str] = (),
     ) -> VoyagerIndex:
         """Add documents (one token matrix each) in one atomic commit.
 
@@ -830,6 +831,9 @@ class VoyagerIndex(Base):
             is added).
         payloads
             One JSON-serialisable dict per document, stored with it and returned by :meth:`payload`.
+        remove
+            Ids to remove in the same commit (each must be in the index): an upsert whose document now has fewer
+            passages drops the others atomically.
 
         Returns
         -------
@@ -868,8 +872,13 @@ class VoyagerIndex(Base):
                     f"{len(present)} ids are already in the index (e.g. {present[:3]}); pass upsert=True "
                     "(--upsert) to replace them"
                 )
+            adding = set(documents_ids)
+            extra = [doc_id for doc_id in dict.fromkeys(remove) if doc_id not in adding]
+            missing = [doc_id for doc_id in extra if doc_id not in self._positions]
+            if missing:
+                raise InvalidArgumentError(f"{len(missing)} ids to remove are not in the index (e.g. {missing[:3]})")
             try:
-                self._add(documents_ids, matrices, encoded_payloads, present)
+                self._add(documents_ids, matrices, encoded_payloads, present + extra)
             except BaseException:
                 self._forget_uncommitted()
                 raise
