@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -336,3 +337,108 @@ def test_voyager_plaid_and_the_searcher_refuse_a_qdrant_folder_in_one_line(tmp_p
     reopened = QdrantIndex(tmp_path, "q", embedding_size=DIM)
     assert len(reopened) == 1
     reopened.close()
+
+
+class _Planted:
+    """A pickle that would run code when loaded: it creates the marker file."""
+
+    def __init__(self, reduce_to):
+        self.reduce_to = reduce_to
+
+    def __reduce__(self):
+        return self.reduce_to
+
+
+def _plant(folder, blob, key=None):
+    """Put ``blob`` into the embedded collection's SQLite storage: over an existing row, or as a new one."""
+    import sqlite3
+
+    (storage,) = folder.glob("collection/*/storage.sqlite")
+    with sqlite3.connect(storage) as connection:
+        if key is None:
+            connection.execute("UPDATE points SET point = ?", (blob,))
+        else:
+            connection.execute("INSERT INTO points VALUES (?, ?)", (key, blob))
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        lambda marker: _Planted((os.system, (f"touch {marker}",))),
+        lambda marker: _Planted((exec, (f"open({str(marker)!r}, 'w').close()",))),
+        lambda marker: [{"vector": _Planted((exec, (f"open({str(marker)!r}, 'w').close()",)))}],
+        lambda marker: _Planted((eval, (f"open({str(marker)!r}, 'w')",))),
+    ],
+    ids=["os.system", "builtins.exec", "nested", "builtins.eval"],
+)
+@pytest.mark.parametrize("where", ["over a stored point", "as a new row"])
+def test_a_planted_pickle_in_the_embedded_storage_is_refused_and_never_runs(tmp_path, planted, where):
+    import pickle
+
+    from qdrant_client.local import persistence
+
+    documents = _documents(3)
+    QdrantIndex(tmp_path, "q", embedding_size=DIM).add_documents(["a", "b", "c"], documents).close()
+    marker = tmp_path / "marker"
+    blob = pickle.dumps(planted(marker))
+    _plant(tmp_path / "q", blob, key=None if where == "over a stored point" else "planted")
+    with pytest.raises(IndexFormatError) as refused:
+        QdrantIndex(tmp_path, "q", embedding_size=DIM)
+    message = str(refused.value)
+    assert "\n" not in message and "holds a stored point that would build" in message
+    assert str(tmp_path / "q") in message
+    assert not marker.exists()
+    assert persistence.pickle is pickle  # qdrant-client's module is as it was once our call is over
+
+
+def test_a_damaged_stored_point_is_one_line(tmp_path):
+    QdrantIndex(tmp_path, "q", embedding_size=DIM).add_documents(["a"], _documents(1)).close()
+    _plant(tmp_path / "q", b"\x80\x04\x95garbage")
+    with pytest.raises(IndexFormatError, match="holds a damaged stored point") as refused:
+        QdrantIndex(tmp_path, "q", embedding_size=DIM)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_planted_storage_in_a_new_collections_folder_is_refused(tmp_path):
+    """Creating a collection loads any storage already in its folder: that load is guarded too."""
+    import pickle
+    import shutil
+
+    QdrantIndex(tmp_path, "donor", embedding_size=DIM).add_documents(["a"], _documents(1)).close()
+    marker = tmp_path / "marker"
+    _plant(tmp_path / "donor", pickle.dumps(_Planted((os.system, (f"touch {marker}",)))))
+    target = tmp_path / "fresh" / "collection" / "colbert"
+    target.mkdir(parents=True)
+    shutil.copy(next((tmp_path / "donor").glob("collection/*/storage.sqlite")), target / "storage.sqlite")
+    with pytest.raises(IndexFormatError, match=r"would build (posix|os)\.system"):
+        QdrantIndex(tmp_path, "fresh", embedding_size=DIM)
+    assert not marker.exists()
+
+
+def test_guarded_reopen_searches_as_before_and_other_qdrant_use_is_untouched(tmp_path):
+    import pickle
+
+    from qdrant_client.local import persistence
+
+    documents = _documents(6)
+    ids = list("abcdef")
+    payloads = [{"text": f"mətn {i}", "metadata": {"n": i, "tags": ["x", None, 1.5, True]}} for i in range(6)]
+    QdrantIndex(tmp_path, "q", embedding_size=DIM).add_documents(ids, documents, payloads=payloads).close()
+    reopened = QdrantIndex(tmp_path, "q", embedding_size=DIM)
+    assert len(reopened) == 6 and reopened.payload("d") == payloads[3]
+    assert reopened([documents[4]], k=1)[0][0]["id"] == "e"
+    reopened.close()
+    assert persistence.pickle is pickle
+    # inside a guarded call, a thread that is not ours still unpickles with the ordinary pickle
+    from colbert_az_pylate.retrieval.qdrant_index import _guarded
+
+    seen = []
+    with _guarded(tmp_path / "q"):
+        assert persistence.pickle is not pickle
+        worker = threading.Thread(target=lambda: seen.append(persistence.pickle.loads(pickle.dumps({1, 2}))))
+        worker.start()
+        worker.join()
+        with pytest.raises(IndexFormatError):
+            persistence.pickle.loads(pickle.dumps(_Planted((os.system, ("true",)))))
+    assert seen == [{1, 2}] and persistence.pickle is pickle

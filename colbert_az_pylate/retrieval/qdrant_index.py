@@ -14,8 +14,10 @@ index is opened, never by the rest of the package.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import pickle
 import threading
 import time
 import uuid
@@ -83,6 +85,96 @@ def _qdrant():
     return qdrant_client, models
 
 
+# ------------------------------------------------------------------------------------- guarded unpickling
+# The embedded client stores every point in SQLite as a pickle (qdrant_client/local/persistence.py:
+# ``pickle.loads`` on each row when a collection is loaded). The project's rule is that no code runs from a file we
+# load, so while this module drives an embedded client, that module's ``pickle`` is a stand-in whose ``loads`` only
+# rebuilds what qdrant-client itself writes there: a ``PointStruct`` (and a ``SparseVector``) of plain containers
+# (payloads are stored as JSON types, vectors as lists of floats). Anything else is refused with one line before it
+# is built. Threads that are not inside :func:`_guarded` (other code using qdrant-client) unpickle as before, and
+# the module's own ``pickle`` is put back when the last guarded call of the process ends.
+_ALLOWED_CLASSES = {
+    ("qdrant_client.http.models.models", "PointStruct"),
+    ("qdrant_client.http.models.models", "SparseVector"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+}
+_GUARD = threading.local()  # .folders: the embedded folders this thread is reading, innermost last
+_GUARD_MUTEX = threading.Lock()
+_GUARD_STATE = {"depth": 0, "original": None}
+
+
+class _RefusedPickleError(Exception):
+    pass
+
+
+class _PointUnpickler(pickle.Unpickler):
+    """An unpickler that builds only qdrant-client's stored point classes and plain containers."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_CLASSES:
+            raise _RefusedPickleError(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _restricted_loads(data: bytes, folder: str):
+    try:
+        return _PointUnpickler(io.BytesIO(data)).load()
+    except _RefusedPickleError as exc:
+        raise IndexFormatError(
+            f"the embedded Qdrant index at {folder} holds a stored point that would build {exc} (only "
+            "qdrant-client's point classes are allowed; it was not written by qdrant-client), so nothing was "
+            "loaded; rebuild the index from its corpus"
+        ) from None
+    except Exception as exc:  # truncated or damaged bytes
+        raise IndexFormatError(
+            f"the embedded Qdrant index at {folder} holds a damaged stored point ({type(exc).__name__}: "
+            f"{first_line(exc)}); rebuild the index from its corpus"
+        ) from None
+
+
+class _GuardedPickle:
+    """Stands in for the ``pickle`` module inside ``qdrant_client.local.persistence`` (``dumps`` is unchanged)."""
+
+    def __getattr__(self, name: str):
+        return getattr(pickle, name)
+
+    @staticmethod
+    def loads(data, /, *args, **kwargs):
+        folders = getattr(_GUARD, "folders", None)
+        if not folders:
+            return pickle.loads(data, *args, **kwargs)
+        return _restricted_loads(data, folders[-1])
+
+
+_GUARDED_PICKLE = _GuardedPickle()
+
+
+@contextlib.contextmanager
+def _guarded(folder):
+    """While inside, this thread's loads of embedded Qdrant points from ``folder`` go through the restricted
+    unpickler; the stand-in is installed on the first entry in the process and removed on the last exit."""
+    from qdrant_client.local import persistence
+
+    with _GUARD_MUTEX:
+        if _GUARD_STATE["depth"] == 0 and getattr(persistence, "pickle", None) is not None:
+            _GUARD_STATE["original"] = persistence.pickle  # (a qdrant-client without it unpickles nothing there)
+            persistence.pickle = _GUARDED_PICKLE
+        _GUARD_STATE["depth"] += 1
+    folders = _GUARD.__dict__.setdefault("folders", [])
+    folders.append(str(folder))
+    try:
+        yield
+    finally:
+        folders.pop()
+        with _GUARD_MUTEX:
+            _GUARD_STATE["depth"] -= 1
+            if _GUARD_STATE["depth"] == 0:
+                if getattr(persistence, "pickle", None) is _GUARDED_PICKLE:
+                    persistence.pickle = _GUARD_STATE["original"]
+                _GUARD_STATE["original"] = None
+
+
 # One embedded client per folder and process: qdrant-client locks the folder per client, and pylate's own usage
 # opens a new index over the old object before dropping it.
 _LOCAL: dict[str, list] = {}
@@ -98,7 +190,8 @@ def _open_local(path: Path):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    client = qdrant_client.QdrantClient(path=str(path))
+                    with _guarded(path):
+                        client = qdrant_client.QdrantClient(path=str(path))
             except RuntimeError as exc:
                 if "already accessed" in str(exc):
                     raise IndexLockedError(
@@ -288,7 +381,10 @@ class QdrantIndex(Base):
         for attempt in range(self.retries):
             last = attempt == self.retries - 1
             try:
-                return request(*args, **kwargs)
+                if self.path is None:
+                    return request(*args, **kwargs)
+                with _guarded(self.path):  # creating a collection loads any storage already in its folder
+                    return request(*args, **kwargs)
             except UnexpectedResponse as exc:
                 status = exc.status_code
                 if status in (401, 403):
