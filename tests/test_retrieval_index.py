@@ -348,6 +348,27 @@ def test_a_degenerate_graph_still_answers_instead_of_raising_voyagers_recall_err
     assert len(hits) == 5 and all(int(h["id"][1:]) % 2 == 1 for h in hits)
 
 
+def test_a_graph_that_finds_nothing_falls_back_to_the_exact_token_neighbours(index, documents, queries):
+    """Seen on a real model: after every document was upserted, HNSW found 0 of 1 neighbours (voyager's
+    RecallError, once an internal error); the index answers with the exact neighbours instead."""
+    from voyager import RecallError
+
+    class GraphFindingNothing:
+        def query(self, *args, **kwargs):
+            raise RecallError("Only found 0 of 1 neighbours")
+
+    index.remove_documents(["d0", "d1"])
+    index.graph = GraphFindingNothing()
+    for query, hits in zip(queries, index.search(queries, k=5, k_token=400), strict=True):
+        expected = [f"d{i}" for i in brute_force(query, documents, 7) if i > 1][:5]
+        assert [h["id"] for h in hits] == expected
+    neighbours = index(queries[:1], k=3)
+    stored = np.concatenate([normalized(d) for d in documents[2:]])
+    similarity = normalized(queries[0]) @ stored.T
+    assert np.allclose(1 - np.sort(similarity, axis=1)[:, ::-1][:, :3], neighbours["distances"][0], atol=2e-3)
+    assert not {"d0", "d1"} & {i for row in neighbours["documents_ids"][0] for i in row}
+
+
 # ---------------------------------------------------------------------------------------- override, folders, locks
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != ".lock"}

@@ -1097,7 +1097,7 @@ class VoyagerIndex(Base):
             raise ColbertAzError("the index is empty; add documents before searching")
         from voyager import RecallError
 
-        k = min(k, self.live_labels)
+        k = k_asked = min(k, self.live_labels)
         stacked = np.concatenate(queries)
         query_ef = max(self.ef_search, k)
         while True:
@@ -1111,9 +1111,37 @@ class VoyagerIndex(Base):
                     query_ef *= 2
                 elif k > 1:
                     k //= 2
-                else:
-                    raise
+                else:  # a graph of mostly deleted vectors can find nothing: the exact neighbours instead
+                    labels, distances = self._exact_neighbours(stacked, min(k_asked, self.live_labels))
+                    break
         return labels.astype(np.int64), distances, [len(q) for q in queries]
+
+    def _exact_neighbours(self, stacked: np.ndarray, k: int, chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest live vectors of every query token by brute force, as the graph would give them.
+
+        A vector's label is its row in the store (both count the vectors in the order they were added), so the
+        result reads exactly like the graph's.
+        """
+        stacked = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
+        live = np.flatnonzero(self.alive)
+        starts, lengths = self.doc_start[live], self.doc_length[live]
+        self._verify_vector_rows(starts, lengths)
+        rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        best_rows = np.zeros((len(stacked), 0), np.int64)
+        best_similarity = np.zeros((len(stacked), 0), np.float32)
+        for begin in range(0, len(rows), chunk_rows):
+            chunk = rows[begin : begin + chunk_rows]
+            similarity = stacked @ np.asarray(self.vectors[chunk], np.float32).T
+            best_rows = np.concatenate([best_rows, np.broadcast_to(chunk, similarity.shape)], axis=1)
+            best_similarity = np.concatenate([best_similarity, similarity], axis=1)
+            if best_rows.shape[1] > k:
+                keep = np.argpartition(-best_similarity, k - 1, axis=1)[:, :k]
+                best_rows = np.take_along_axis(best_rows, keep, axis=1)
+                best_similarity = np.take_along_axis(best_similarity, keep, axis=1)
+        order = np.argsort(-best_similarity, axis=1, kind="stable")
+        best_rows = np.take_along_axis(best_rows, order, axis=1)
+        best_similarity = np.take_along_axis(best_similarity, order, axis=1)
+        return best_rows, (1.0 - best_similarity).astype(np.float32)
 
     def __call__(self, queries_embeddings, k: int = 10) -> dict:
         """pylate's interface: for every query token its ``k`` nearest document tokens, as document ids.
