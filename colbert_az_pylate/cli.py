@@ -94,9 +94,28 @@ def _terminal_safe(text: str) -> str:
     )
 
 
+def _qdrant_server(args: argparse.Namespace) -> dict:
+    """``url``/``api_key`` for the Searcher from ``--url`` and ``--api-key-env`` (the key is never a flag)."""
+    if args.api_key_env is not None and args.url is None:
+        raise InvalidArgumentError("--api-key-env is for a Qdrant server; give its --url too")
+    if args.url is None:
+        return {}
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise InvalidArgumentError(
+                f"--api-key-env names {args.api_key_env}, which is not set in the environment; export the key there"
+            )
+    return {"url": args.url, "api_key": api_key}
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     check_count(args.batch_size, "--batch-size")
     check_count(args.pool_factor, "--pool-factor")
+    server = _qdrant_server(args)
+    if server and args.backend not in (None, "qdrant"):
+        raise InvalidArgumentError(f"--url is a Qdrant server: use --backend qdrant, not --backend {args.backend}")
     if args.overlap < 0:
         raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
     from colbert_az_pylate.retrieval.corpus import read_corpus
@@ -113,6 +132,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         override=args.override,
         batch_size=args.batch_size,
         pool_factor=args.pool_factor,
+        **server,
     )
     searcher.show_progress_bar = not args.json
     searcher.index(
@@ -138,7 +158,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_count(args.k, "-k")
     from colbert_az_pylate.retrieval.searcher import Searcher
 
-    searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False)
+    searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False, **_qdrant_server(args))
     results = searcher.search(
         args.queries, k=args.k, exact=args.exact, group_by="passage" if args.passages else "document"
     )
@@ -297,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser(
         "index",
-        help="encode a corpus and add it to a Voyager index folder",
+        help="encode a corpus and add it to an index folder (Voyager, PLAID or Qdrant)",
         description="Encode CORPUS (JSONL, CSV/TSV, Parquet with id and text columns, or a datasets name) with "
         "MODEL and add it to the index folder (created if missing).",
     )
@@ -318,11 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--backend",
-        choices=["voyager", "plaid"],
+        choices=["voyager", "plaid", "qdrant"],
         default=None,
-        help="voyager (HNSW + exact rerank, updatable) or plaid (fast-plaid, build-once, for large corpora); "
+        help="voyager (HNSW + exact rerank, updatable), plaid (fast-plaid, build-once, for large corpora) or qdrant "
+        "(exact MaxSim in Qdrant: embedded in the folder, or on a server with --url; needs qdrant-client); "
         "default: the index folder's own backend, voyager for a new folder",
     )
+    _server_arguments(index)
     index.add_argument(
         "--overlap",
         type=int,
@@ -352,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one hit per passage of a long document (default: one per document, at its best passage)",
     )
     search.add_argument("--model", help="model to encode queries with (default: the one recorded in the index)")
+    _server_arguments(search)
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=cmd_search)
 
@@ -406,6 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", help="AZ-MIRAGE dataset.json whose texts are added as extra probes (optional)")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="a Qdrant server or cluster (http://localhost:6333); --index/INDEX is then the collection's name",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="environment variable holding the Qdrant API key (default: QDRANT_API_KEY)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -324,16 +324,15 @@ def test_the_package_imports_no_qdrant_client():
     assert result.stdout.strip() == "False", result.stderr
 
 
-def test_voyager_plaid_and_the_searcher_refuse_a_qdrant_folder_in_one_line(tmp_path):
+def test_voyager_refuses_a_qdrant_folder_in_one_line_and_the_searcher_finds_its_backend(tmp_path):
     from colbert_az_pylate.retrieval.folders import check_backend
 
     QdrantIndex(tmp_path, "q", embedding_size=DIM).add_documents(["a"], _documents(1)).close()
-    for attempt in (
-        lambda: VoyagerIndex(tmp_path, "q", embedding_size=DIM),
-        lambda: check_backend(tmp_path / "q", None),
-    ):
-        with pytest.raises(OutputExistsError, match="holds an embedded Qdrant index: open it with"):
-            attempt()
+    with pytest.raises(OutputExistsError, match="holds an embedded Qdrant index: open it with"):
+        VoyagerIndex(tmp_path, "q", embedding_size=DIM)
+    assert check_backend(tmp_path / "q", None) == "qdrant"
+    with pytest.raises(OutputExistsError, match="holds a Qdrant index, not a PLAID one"):
+        check_backend(tmp_path / "q", "plaid")
     reopened = QdrantIndex(tmp_path, "q", embedding_size=DIM)
     assert len(reopened) == 1
     reopened.close()

@@ -32,7 +32,7 @@ VOYAGER_MANIFEST = "manifest.json"
 PLAID_MANIFEST = "plaid-manifest.json"
 LOCK = ".lock"
 BUILDING = ".building"  # inside a PLAID build folder until the manifest commits it
-BACKENDS = ("voyager", "plaid")
+BACKENDS = ("voyager", "plaid", "qdrant")
 
 # Names a writer of ours may leave without a committed manifest (a crash before the first commit).
 _VOYAGER_LEFTOVER = re.compile(r"^((hnsw|docs|ids)\.\d+\.(voyager|npz|json)|manifest\.json)(\.tmp)?$")
@@ -115,8 +115,8 @@ def index_backend(folder: str | Path) -> str | None:
         )
     if (path / "meta.json").is_file() and (path / "collection").is_dir():
         raise OutputExistsError(
-            f"{path} holds an embedded Qdrant index: open it with colbert_az_pylate.retrieval.QdrantIndex (the "
-            "Searcher and the CLI do not open Qdrant indexes yet), or choose another folder"
+            f"{path} holds an embedded Qdrant index: open it with colbert_az_pylate.retrieval.QdrantIndex or the "
+            "Searcher (backend='qdrant'; --backend qdrant), or choose another folder"
         )
     entries = [p for p in path.iterdir() if p.name != LOCK]
     foreign = [p.name for p in entries if not (_VOYAGER_LEFTOVER.match(p.name) or _PLAID_LEFTOVER.match(p.name))]
@@ -138,6 +138,54 @@ def index_backend(folder: str | Path) -> str | None:
     return None
 
 
+def is_qdrant_folder(folder: str | Path) -> bool:
+    """True when ``folder`` holds an embedded Qdrant index (qdrant-client's ``meta.json`` and ``collection/``).
+
+    Parameters
+    ----------
+    folder
+        The index folder.
+
+    Returns
+    -------
+    bool
+        Whether it is an embedded Qdrant storage (its collections are not opened or read).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     is_qdrant_folder(folder)
+    False
+    """
+    path = Path(folder)
+    return path.is_dir() and (path / "meta.json").is_file() and (path / "collection").is_dir()
+
+
+def detect_backend(folder: str | Path) -> str | None:
+    """Like :func:`index_backend`, and ``"qdrant"`` for an embedded Qdrant index (which ``index_backend`` refuses).
+
+    Parameters
+    ----------
+    folder
+        The index folder.
+
+    Returns
+    -------
+    str or None
+        ``"voyager"``, ``"plaid"``, ``"qdrant"`` or ``None`` (no index yet).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     detect_backend(f"{folder}/new")
+    """
+    if is_qdrant_folder(folder):
+        return "qdrant"
+    return index_backend(folder)
+
+
 def check_backend(folder: str | Path, backend: str | None) -> str:
     """The backend to use for ``folder``: its own, or ``backend`` (default ``"voyager"``) for a new folder.
 
@@ -146,7 +194,7 @@ def check_backend(folder: str | Path, backend: str | None) -> str:
     folder
         The index folder.
     backend
-        ``"voyager"``, ``"plaid"`` or ``None`` (the folder's backend).
+        ``"voyager"``, ``"plaid"``, ``"qdrant"`` or ``None`` (the folder's backend).
 
     Returns
     -------
@@ -168,9 +216,9 @@ def check_backend(folder: str | Path, backend: str | None) -> str:
     """
     if backend is not None and backend not in BACKENDS:
         raise InvalidArgumentError(f"backend must be one of {BACKENDS} (or None: the folder's own), got {backend!r}")
-    found = index_backend(folder)
+    found = detect_backend(folder)
     if found is not None and backend is not None and found != backend:
-        names = {"voyager": "Voyager", "plaid": "PLAID"}
+        names = {"voyager": "Voyager", "plaid": "PLAID", "qdrant": "Qdrant"}
         raise OutputExistsError(
             f"{folder} holds a {names[found]} index, not a {names[backend]} one: leave the backend out "
             f"(no --backend) to use it, or choose another folder for a {names[backend]} index"

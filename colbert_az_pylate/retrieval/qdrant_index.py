@@ -293,6 +293,9 @@ class QdrantIndex(Base):
         For a new collection on a cluster (Qdrant's own parameters; default: the server's).
     prefer_grpc
         Talk gRPC to the server (port 6334) instead of REST (default False).
+    open_existing
+        Only open a collection that exists (a missing one is an error, nothing is created), and, without
+        ``model``, take its dimension from it (``embedding_size`` is then ignored); ``Searcher.open`` uses it.
 
     Examples
     --------
@@ -327,6 +330,7 @@ class QdrantIndex(Base):
         shard_number: int | None = None,
         replication_factor: int | None = None,
         prefer_grpc: bool = False,
+        open_existing: bool = False,
     ) -> None:
         self.embedding_size = check_count(embedding_size, "embedding_size")
         self.batch_size = check_count(batch_size, "batch_size")
@@ -343,6 +347,7 @@ class QdrantIndex(Base):
         self.collection = collection or (str(index_name) if url else "colbert")
         self._release = None
         self._closed = False
+        self._open_existing = bool(open_existing)
         if url is None:
             if not str(index_name).strip():
                 raise InvalidArgumentError("index_name is empty; name a folder for the index")
@@ -422,6 +427,10 @@ class QdrantIndex(Base):
             self._call("deleting the collection (override)", self.client.delete_collection, self.collection)
             exists = False
         wanted = model.to_dict() if model is not None else None
+        if not exists and self._open_existing:
+            raise InvalidArgumentError(
+                f"no collection {self.collection!r} in {self.where}; build it first (colbert-az index --backend qdrant)"
+            )
         if not exists:
             self.model = wanted
             if wanted is not None and wanted["embedding_size"] != self.embedding_size:
@@ -464,7 +473,7 @@ class QdrantIndex(Base):
                 f"{self.where} has format {version!r}, this colbert-az-pylate reads up to {FORMAT_VERSION}; upgrade"
             )
         stored_size, self.model = int(record["embedding_size"]), record.get("model")
-        if model is None and stored_size != self.embedding_size:
+        if model is None and stored_size != self.embedding_size and not self._open_existing:
             raise IndexFormatError(
                 f"{self.where} holds dimension {stored_size}, not {self.embedding_size}; pass the index's "
                 "embedding_size or override=True"
@@ -712,6 +721,45 @@ class QdrantIndex(Base):
             raise InvalidArgumentError(f"{len(missing)} ids are not in {self.where} (e.g. {missing[:3]})")
         matrices = {i: np.asarray(found[i].vector[MULTIVECTOR], np.float32) for i in wanted}
         return [[matrices[i] for i in group] for group in document_ids]
+
+    def count(self, key: str | None = None, value=None) -> int:
+        """Number of documents, or of those whose payload has ``key`` (equal to ``value`` when one is given).
+
+        Parameters
+        ----------
+        key
+            A top-level payload key; default: count every document.
+        value
+            With ``key``: only payloads where it equals this (a string, integer or boolean).
+
+        Returns
+        -------
+        int
+            The exact count.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     index = QdrantIndex(folder, "demo", embedding_size=4)
+        ...     payloads = [{"passage": 0}, {"passage": 1}, {}]
+        ...     index = index.add_documents(list("abc"), [np.ones((2, 4), "f4")] * 3, payloads=payloads)
+        ...     result = index.count(), index.count("passage"), index.count("passage", 0)
+        ...     index.close()
+        >>> result
+        (3, 2, 1)
+        """
+        _, models = _qdrant()
+        where = None
+        if key is not None:
+            if value is None:
+                condition = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+                where = models.Filter(must_not=[condition])
+            else:
+                where = models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+        return int(
+            self._call("counting documents", self.client.count, self.collection, count_filter=where, exact=True).count
+        )
 
     def __len__(self) -> int:
         """Number of documents."""

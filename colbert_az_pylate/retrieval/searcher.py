@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, check_count, first_line
-from colbert_az_pylate.retrieval.folders import check_backend, index_backend
+from colbert_az_pylate.retrieval.folders import check_backend, detect_backend, index_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import (
     DEFAULT_OVERLAP,
@@ -212,6 +213,20 @@ def _resolve_model(model):
     return model, None
 
 
+def _open_qdrant(folder: Path, url, api_key, override: bool, signature, settings: dict):
+    """The :class:`QdrantIndex` of a Searcher: embedded at ``folder``, or the collection ``folder`` on ``url``."""
+    from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
+
+    settings = dict(settings)
+    if "qdrant_batch_size" in settings:
+        settings["batch_size"] = settings.pop("qdrant_batch_size")
+    if url is None:
+        return QdrantIndex(
+            str(folder.parent), folder.name, override=override, model=signature, api_key=api_key, **settings
+        )
+    return QdrantIndex(index_name=str(folder), override=override, model=signature, url=url, api_key=api_key, **settings)
+
+
 def _check_index_folder(name: str | Path, writable: bool) -> None:
     """Refuse, before anything is loaded or created, an index folder that is a file or cannot be created."""
     if not str(name).strip():
@@ -239,9 +254,10 @@ class Searcher:
     folder
         The index folder (created when missing; must not be a file).
     backend
-        ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable) or ``"plaid"`` (:class:`PlaidIndex`:
-        built once, for large corpora); ``None`` (default): the folder's own backend, Voyager for a new folder. A
-        backend other than the folder's is refused (``--backend`` on the command line).
+        ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable), ``"plaid"`` (:class:`PlaidIndex`:
+        built once, for large corpora) or ``"qdrant"`` (:class:`QdrantIndex`: exact MaxSim in Qdrant, embedded in
+        ``folder`` or on a server with ``url``; updatable); ``None`` (default): the folder's own backend, Voyager
+        for a new folder. A backend other than the folder's is refused (``--backend`` on the command line).
     override
         Start the index afresh (``--override`` on the command line). The old index stays intact until the new one
         is complete (the end of :meth:`index`), and is kept if indexing fails.
@@ -255,8 +271,14 @@ class Searcher:
         has the trade-off); queries are never pooled. Pass the same value whenever you add to the same index.
     show_progress_bar
         Progress bars while encoding (default: on long work only).
+    url
+        A Qdrant server or cluster (``backend="qdrant"``, implied): ``folder`` is then the collection's name and
+        nothing is written locally (``--url``).
+    api_key
+        The Qdrant server's API key (default: ``$QDRANT_API_KEY``; ``--api-key-env VAR`` on the command line).
     **index_settings
-        Passed to the index class (``M``, ``ef_construction``, ``ef_search`` …).
+        Passed to the index class (``M``, ``ef_construction``, ``ef_search`` …; ``batch_size``/``shard_number``
+        … of :class:`QdrantIndex` go as ``qdrant_batch_size``/``shard_number`` …).
 
     Examples
     --------
@@ -286,13 +308,24 @@ class Searcher:
         batch_size: int = 32,
         pool_factor: int = 1,
         show_progress_bar: bool | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
         **index_settings,
     ) -> None:
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
             raise InvalidArgumentError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
         batch_size = check_count(batch_size, "batch_size")
-        _check_index_folder(folder, writable=not read_only)
-        backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
+        if url is not None:
+            if backend not in (None, "qdrant"):
+                raise InvalidArgumentError(
+                    f"url= (--url) is a Qdrant server: backend must be 'qdrant', not {backend!r}"
+                )
+            if not str(folder).strip():
+                raise InvalidArgumentError("the collection name is empty; name the index")
+            backend = "qdrant"
+        else:
+            _check_index_folder(folder, writable=not read_only)
+            backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
         self.pool_factor = pool_factor
         self.model, name = _resolve_model(model)
         self.folder, self.backend, self.override = Path(folder), backend, override
@@ -302,6 +335,10 @@ class Searcher:
         self.embedding_size = self.signature.embedding_size
         self.index_settings = index_settings
         self.passage_report: PassageReport | None = None  # what the last index()/add() split
+        self.url = url
+        if backend == "qdrant":
+            self.index_store = _open_qdrant(self.folder, url, api_key, override, self.signature, index_settings)
+            return
         if backend == "plaid":
             exists = (self.folder / PLAID_MANIFEST).exists() and not override
             self.index_store = PlaidIndex(self.folder, model=self.signature, **index_settings) if exists else None
@@ -318,7 +355,9 @@ class Searcher:
         )
 
     @classmethod
-    def open(cls, folder: str | Path, *, model=None, read_only: bool = True, **kwargs) -> Searcher:
+    def open(
+        cls, folder: str | Path, *, model=None, read_only: bool = True, url: str | None = None, **kwargs
+    ) -> Searcher:
         """Open an index folder with the model recorded in it (or ``model``).
 
         Parameters
@@ -329,6 +368,8 @@ class Searcher:
             The model to encode queries with (``--model`` on the command line); default: the one the index records.
         read_only
             Open a Voyager index without the writer lock (default), so another process may write meanwhile.
+        url
+            A Qdrant server: ``folder`` is the collection's name (``api_key=`` in ``kwargs``).
         **kwargs
             Other :class:`Searcher` arguments (``batch_size``, ``show_progress_bar`` …).
 
@@ -339,6 +380,10 @@ class Searcher:
         """
         from colbert_az_pylate.retrieval.voyager_index import MANIFEST
 
+        if url is not None or (
+            not (Path(folder).exists() and not Path(folder).is_dir()) and detect_backend(folder) == "qdrant"
+        ):
+            return cls._open_qdrant(folder, model, url, kwargs)
         if Path(folder).exists() and not Path(folder).is_dir():
             raise InvalidArgumentError(f"{folder} is a file, not an index folder")
 
@@ -365,6 +410,31 @@ class Searcher:
         if kwargs.get("backend") == "plaid":
             return cls(model, folder, **kwargs)
         return cls(model, folder, read_only=read_only, **kwargs)
+
+    @classmethod
+    def _open_qdrant(cls, folder, model, url, kwargs) -> Searcher:
+        """A Qdrant index (embedded folder or server collection) with the model its collection records."""
+        kwargs["backend"] = "qdrant"
+        if model is None:
+            from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
+
+            folder_path = Path(folder)
+            probe = QdrantIndex(
+                str(folder_path.parent) if url is None else "indexes",
+                folder_path.name if url is None else str(folder),
+                url=url,
+                api_key=kwargs.get("api_key"),
+                open_existing=True,
+            )
+            try:
+                model = (probe.model or {}).get("name")
+            finally:
+                probe.close()
+            if not model:
+                raise IndexFormatError(
+                    f"the Qdrant index at {folder} records no model; pass model= (--model on the command line)"
+                )
+        return cls(model, folder, url=url, **kwargs)
 
     def _progress(self, count: int) -> bool:
         return self.show_progress_bar if self.show_progress_bar is not None else count > 256
@@ -449,7 +519,7 @@ class Searcher:
                 "remove it from the id"
             )
         metadata = check_metadata(metadata, ids)
-        if self.backend == "voyager" and not upsert:
+        if self.backend in ("voyager", "qdrant") and not upsert:
             present = [doc_id for doc_id in ids if self._has_document(doc_id)]
             if present:
                 raise InvalidArgumentError(
@@ -465,7 +535,9 @@ class Searcher:
         if self.backend == "plaid":
             return self._build_plaid([entry for document in entries for entry in document])
         steps = range(0, len(documents), commit_every)
-        with self.index_store.batch():  # with override=True: the old index is replaced only when all is added
+        # Voyager with override=True: the old index is replaced only when all is added (Qdrant: no batch, see docs)
+        batch = self.index_store.batch() if self.backend == "voyager" else contextlib.nullcontext()
+        with batch:
             for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
                 chunk = [entry for document in entries[start : start + commit_every] for entry in document]
                 stale = []
@@ -473,13 +545,16 @@ class Searcher:
                     fresh = {entry_id for entry_id, _, _ in chunk}
                     for doc_id in ids[start : start + commit_every]:
                         stale.extend(e for e in self._stored_entries(doc_id) if e not in fresh)
+                added = {"upsert": upsert, "payloads": [payload for _, _, payload in chunk]}
+                if self.backend == "voyager":
+                    added["remove"] = stale  # in the same commit
                 self.index_store.add_documents(
                     [entry_id for entry_id, _, _ in chunk],
                     self.encode_documents([text for _, text, _ in chunk]),
-                    upsert=upsert,
-                    payloads=[payload for _, _, payload in chunk],
-                    remove=stale,
+                    **added,
                 )
+                if self.backend == "qdrant" and stale:  # after the new passages are in: never a missing document
+                    self.index_store.remove_documents(stale)
         return self
 
     def _entries_of(self, documents, ids, metadata, passages: bool, overlap: int) -> list[list[tuple[str, str, dict]]]:
@@ -604,6 +679,8 @@ class Searcher:
     def _has_passages(self) -> bool:
         """Whether any entry of the index is a passage (cached per commit of the index)."""
         store = self.index_store
+        if self.backend == "qdrant":  # asked of Qdrant: a passage's payload names its document
+            return store.count("document") > 0
         state = (id(store), getattr(store, "generation", None), len(store))
         if getattr(self, "_passages_at", None) != state:
             self._any_passage = any(PASSAGE_SEPARATOR in entry_id for entry_id in self._entry_ids())
@@ -614,6 +691,8 @@ class Searcher:
         return self.index_store._positions.keys()  # live ids, both backends
 
     def _ranked(self, embeddings, k: int, exact: bool, k_token: int, subset) -> list[list[dict]]:
+        if self.backend == "qdrant":  # Qdrant's multivector MAX_SIM scores every document: always exact
+            return self.index_store.search(embeddings, k=k, subset=subset)
         if self.backend == "plaid":
             if exact:
                 raise InvalidArgumentError(
@@ -716,4 +795,7 @@ class Searcher:
             return 0
         if not self._has_passages():
             return len(self.index_store)
+        if self.backend == "qdrant":  # whole documents, plus the first passage of each split one
+            store = self.index_store
+            return store.count() - store.count("document") + store.count("passage", 0)
         return sum(1 for entry in self._entry_ids() if (parse_passage_id(entry) or ("", 0))[1] == 0)
