@@ -285,12 +285,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``error:`` line naming the command and where to read its usage (exit 2),
+    like every other bad input."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="colbert-az",
         description="LocalDoc/colbert-az as an exact pylate model: convert, verify, evaluate, index, search, train.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser
+    )
 
     convert = commands.add_parser(
         "convert",

@@ -122,3 +122,36 @@ def test_non_json_metadata_from_a_parquet_corpus_is_refused_before_the_index_is_
     err = bad_input(["index", tiny_model, str(path), "--index", str(tmp_path / "idx")], capsys)
     assert "cannot be stored as JSON" in err and "bytes" in err
     assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.parametrize("backend", ["voyager", "plaid"])
+def test_an_index_follows_its_model_when_the_model_folder_is_copied_or_moved(tiny_model, tmp_path, capsys, backend):
+    """The same weights make the same vectors wherever the folder lies: a copy or a move of the model is accepted
+    (dimension and fingerprint decide, not the path); a moved model is named, with the flag to pass."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    corpus = write(
+        tmp_path / "c.jsonl", "".join(json.dumps({"id": f"d{i}", "text": f"Bakı {i}"}) + "\n" for i in range(6))
+    )
+    index = str(tmp_path / "index")
+    assert main(["index", str(model), corpus, "--index", index, "--backend", backend]) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert main(["search", index, "Bakı 3", "-k", "2", "--model", str(copy), "--json"]) == 0
+    capsys.readouterr()
+    model.rename(tmp_path / "moved")
+    message = bad_input(["search", index, "Bakı 3"], capsys)
+    assert "no longer there" in message and "--model" in message
+    assert main(["search", index, "Bakı 3", "-k", "2", "--model", str(tmp_path / "moved"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits"]
+
+
+def test_usage_errors_are_one_error_line_naming_the_command(capsys):
+    for argv in (["index", "m", "c"], [], ["frob"], ["index", "m", "c", "--index", "i", "--batch-size", "abc"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: colbert-az") and "--help" in err

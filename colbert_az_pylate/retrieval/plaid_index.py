@@ -132,7 +132,7 @@ class PlaidIndex:
             what = "a Voyager index (open it with VoyagerIndex)" if backend == "voyager" else "no PLAID index"
             raise IndexFormatError(f"{self.folder} holds {what}; build one with PlaidIndex.build")
         manifest, engine = self._open()
-        if model is not None and manifest["model"] not in (None, model.to_dict()):
+        if model is not None and not model.made(manifest["model"]):
             raise IndexFormatError(
                 f"PLAID index at {self.folder} was built with {manifest['model']['name']} (fingerprint "
                 f"{manifest['model']['fingerprint']}), not {model.name} ({model.fingerprint}); use that model"

@@ -478,7 +478,7 @@ class QdrantIndex(Base):
                 f"{self.where} holds dimension {stored_size}, not {self.embedding_size}; pass the index's "
                 "embedding_size or override=True"
             )
-        if wanted is not None and self.model is not None and self.model != wanted:
+        if model is not None and not model.made(self.model):
             raise IndexFormatError(
                 f"{self.where} was built with {self.model['name']} (dim {self.model['embedding_size']}, fingerprint "
                 f"{self.model['fingerprint']}), not {wanted['name']} (dim {wanted['embedding_size']}, fingerprint "
@@ -909,3 +909,4 @@ def _grpc_failure(exc: BaseException, server: str, what: str) -> tuple[bool, str
         return True, f"{server} failed {what}: gRPC {name}"
     details = getattr(exc, "details", None)
     return False, f"{server} failed {what}: gRPC {name} {details() if callable(details) else ''}".strip()
+

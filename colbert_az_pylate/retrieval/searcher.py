@@ -407,6 +407,11 @@ class Searcher:
                 raise IndexFormatError(
                     f"the index at {folder} records no model; pass model= (--model on the command line)"
                 )
+            if _looks_local(model) and not Path(model).exists():
+                raise IndexFormatError(
+                    f"the index at {folder} was built with {model}, which is no longer there; pass the model's "
+                    "new place (or a copy) as model= (--model on the command line)"
+                )
         if kwargs.get("backend") == "plaid":
             return cls(model, folder, **kwargs)
         return cls(model, folder, read_only=read_only, **kwargs)
@@ -799,3 +804,8 @@ class Searcher:
             store = self.index_store
             return store.count() - store.count("document") + store.count("passage", 0)
         return sum(1 for entry in self._entry_ids() if (parse_passage_id(entry) or ("", 0))[1] == 0)
+
+
+def _looks_local(name: str) -> bool:
+    """A recorded model name that is a filesystem path (not a hub id such as ``LocalDoc/colbert-az``)."""
+    return Path(name).is_absolute() or name.startswith((".", "~"))

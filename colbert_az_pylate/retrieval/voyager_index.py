@@ -97,6 +97,24 @@ class ModelSignature:
         """The signature as the JSON object the manifest records."""
         return {"name": self.name, "embedding_size": self.embedding_size, "fingerprint": self.fingerprint}
 
+    def made(self, recorded: dict | None) -> bool:
+        """Whether this model made the vectors of an index that records ``recorded`` (``None``: no record).
+
+        The same weights and settings make the same vectors wherever the folder lies: the name (a path, which a
+        copy or a move changes) is informative only; dimension and fingerprint decide.
+
+        Examples
+        --------
+        >>> moved = {"name": "/new/place", "embedding_size": 128, "fingerprint": "ab12"}
+        >>> ModelSignature("/old/place", 128, "ab12").made(moved)
+        True
+        >>> ModelSignature("m", 128, "ab12").made({"name": "m", "embedding_size": 128, "fingerprint": "cd34"})
+        False
+        """
+        return recorded is None or (
+            recorded.get("embedding_size") == self.embedding_size and recorded.get("fingerprint") == self.fingerprint
+        )
+
     @classmethod
     def of_model(cls, model, name: str | None = None) -> ModelSignature:
         """The signature of a pylate ColBERT: its output dimension and a hash of the projection, the embedding
@@ -537,7 +555,7 @@ class VoyagerIndex(Base):
             )
         if model is not None:
             wanted = model.to_dict()
-            if self.model is not None and self.model != wanted:
+            if not model.made(self.model):
                 raise IndexFormatError(
                     f"index at {self.path} was built with {self.model['name']} "
                     f"(dim {self.model['embedding_size']}, fingerprint {self.model['fingerprint']}), not "
