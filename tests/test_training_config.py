@@ -128,6 +128,11 @@ def _run(capsys, *argv) -> tuple[int, list[str]]:
         ({"trainer": {"max_steps": "two"}}, "error: trainer.max_steps must be a whole number, got 'two'"),
         ({"trainer": {"eval_strategy": "sometimes"}}, "error: the trainer refuses these settings"),
         ({"sources": [{"preset": BOOKS, "path": "/no/such", "weight": 1}]}, "error: source 1: path /no/such is not"),
+        # values the trainer accepted only to fail after the model loaded (exit 3), or to train nothing (exit 0)
+        ({"trainer": {"per_device_train_batch_size": -1}}, "error: per_device_train_batch_size must be a whole"),
+        ({"trainer": {"learning_rate": -1.0}}, "error: learning_rate must be >= 0, got -1.0"),
+        ({"trainer": {"max_steps": -1, "num_train_epochs": -2}}, "error: nothing to train"),
+        ({"trainer": {"max_steps": -5}}, "error: max_steps must be > 0"),
     ],
 )
 def test_the_cli_refuses_wrong_kinds_with_one_line_before_any_model_loads(

@@ -18,7 +18,7 @@ from sentence_transformers.evaluation import SentenceEvaluator
 
 from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE
 from colbert_az_pylate.conversion.converter import save_tokenizer
-from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, OutputExistsError, first_line
+from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, OutputExistsError, check_count, first_line
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
 from colbert_az_pylate.losses import DistillationInfoNCE
 from colbert_az_pylate.training.checks import check_fields
@@ -208,9 +208,38 @@ def training_arguments(output_dir: str | Path, recipe: Recipe, **overrides) -> S
     }
     values.update(overrides)
     try:
-        return SentenceTransformerTrainingArguments(**values)
+        arguments = SentenceTransformerTrainingArguments(**values)
     except (ValueError, TypeError) as exc:  # the trainer refuses a value or a combination
         raise InvalidArgumentError(f"the trainer refuses these settings: {first_line(exc)}") from exc
+    check_training_length(arguments)
+    return arguments
+
+
+def check_training_length(arguments) -> None:
+    """Refuse the values the trainer accepts only to fail once the model is loaded, or to train nothing.
+
+    Parameters
+    ----------
+    arguments
+        ``SentenceTransformerTrainingArguments`` (or anything with its fields).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> check_training_length(SimpleNamespace(per_device_train_batch_size=4, per_device_eval_batch_size=8,
+    ...     gradient_accumulation_steps=1, learning_rate=1e-6, max_steps=-1, num_train_epochs=0))
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: nothing to train: give max_steps > 0 or num_train_epochs > 0
+    """
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        check_count(getattr(arguments, name), name)
+    if arguments.learning_rate < 0:
+        raise InvalidArgumentError(f"learning_rate must be >= 0, got {arguments.learning_rate!r}")
+    if arguments.max_steps < -1:
+        raise InvalidArgumentError(f"max_steps must be > 0 (or -1: train num_train_epochs), got {arguments.max_steps}")
+    if arguments.max_steps <= 0 and arguments.num_train_epochs <= 0:
+        raise InvalidArgumentError("nothing to train: give max_steps > 0 or num_train_epochs > 0")
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
