@@ -155,3 +155,11 @@ def test_usage_errors_are_one_error_line_naming_the_command(capsys):
         assert stop.value.code == EXIT_BAD_INPUT
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: colbert-az") and "--help" in err
+
+
+def test_searching_a_folder_that_is_not_an_index_says_so(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine", encoding="utf-8")
+    message = bad_input(["search", str(tmp_path / "data"), "sual"], capsys)
+    assert "is not an index folder" in message and "colbert-az index --index" in message
+    assert (tmp_path / "data" / "notes.txt").read_text(encoding="utf-8") == "mine"

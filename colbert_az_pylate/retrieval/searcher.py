@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, check_count, first_line
-from colbert_az_pylate.retrieval.folders import check_backend, detect_backend, index_backend
+from colbert_az_pylate.errors import (
+    ColbertAzError,
+    IndexFormatError,
+    InvalidArgumentError,
+    OutputExistsError,
+    check_count,
+    first_line,
+)
+from colbert_az_pylate.retrieval.folders import check_backend, detect_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import (
     DEFAULT_OVERLAP,
@@ -380,15 +387,21 @@ class Searcher:
         """
         from colbert_az_pylate.retrieval.voyager_index import MANIFEST
 
-        if url is not None or (
-            not (Path(folder).exists() and not Path(folder).is_dir()) and detect_backend(folder) == "qdrant"
-        ):
+        if url is not None:
             return cls._open_qdrant(folder, model, url, kwargs)
         if Path(folder).exists() and not Path(folder).is_dir():
             raise InvalidArgumentError(f"{folder} is a file, not an index folder")
+        try:
+            backend = detect_backend(folder)
+        except OutputExistsError:  # its advice is for writing; a reader needs to hear what the folder is not
+            raise InvalidArgumentError(
+                f"{folder} is not an index folder; pass the folder given to `colbert-az index --index`"
+            ) from None
+        if backend == "qdrant":
+            return cls._open_qdrant(folder, model, url, kwargs)
 
         manifest = Path(folder) / MANIFEST
-        if index_backend(folder) == "plaid":
+        if backend == "plaid":
             manifest, kwargs["backend"] = Path(folder) / PLAID_MANIFEST, "plaid"
             read_only = False  # PLAID indexes are never written after their build
         if model is None:
