@@ -40,4 +40,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from colbert_az_pylate.errors import ColbertAzError
+
+    try:
+        main()
+    except ColbertAzError as exc:  # bad input: one line, as the colbert-az command does
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
