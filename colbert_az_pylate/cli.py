@@ -230,6 +230,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = data.load_az_mirage(args.data, args.pool)
     else:
         dataset = data.load_beir(args.data, args.split)
+    from colbert_az_pylate.conversion.checkpoint import resolve_source
+
+    for name in args.models:  # every model is found before the first one is evaluated
+        resolve_source(name)
     tags = dict(zip(args.models, run_tags(args.models), strict=True))
     table, report = [], {}
     for name in args.models:

@@ -224,3 +224,14 @@ def test_cli_malformed_beir_data_is_bad_input_exit_2(tmp_path, capsys, damage):
     data = str(folder if damage != "missing" else tmp_path / "nowhere")
     assert main(["evaluate", "--protocol", "beir", "--data", data, "no-such-model"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cli_finds_every_model_before_evaluating_the_first(converted, tmp_path, capsys, monkeypatch):
+    import colbert_az_pylate.loading as loading
+
+    beir = _write_beir(tmp_path / "beir", ["q1\tbaku\t1"])
+    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("a model was loaded before all were found"))
+    runs = tmp_path / "runs"
+    argv = ["evaluate", "--protocol", "beir", "--data", str(beir), "--run-dir", str(runs)]
+    assert main([*argv, str(converted["wordpiece"][0]), str(tmp_path / "no-such-model")]) == 2
+    assert "no-such-model" in capsys.readouterr().err and not runs.exists()
