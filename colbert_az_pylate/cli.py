@@ -1,4 +1,4 @@
-"""The ``colbert-az`` command: convert, verify, evaluate, train, index, search, demo.
+"""The ``colbert-az`` command: convert, verify, evaluate, train, encode, index, search, demo.
 
 Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
 failed, 2 bad input (one ``error:`` line saying what is wrong and what to do), 3 internal error (one line;
@@ -118,6 +118,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--url is a Qdrant server: use --backend qdrant, not --backend {args.backend}")
     if args.overlap < 0:
         raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
+    if args.from_encoded is not None:
+        return _index_from_encoded(args, server)
+    if args.model is None or args.corpus is None:
+        raise InvalidArgumentError("index needs MODEL and CORPUS (or --from-encoded DIR, written by colbert-az encode)")
     from colbert_az_pylate.retrieval.corpus import read_corpus
     from colbert_az_pylate.retrieval.searcher import Searcher, check_metadata
 
@@ -151,6 +155,73 @@ def cmd_index(args: argparse.Namespace) -> int:
         if args.json
         else f"indexed {len(corpus)} documents into {args.index} ({len(searcher)} in all); {split.summary()}"
     )
+    return 0
+
+
+def _index_from_encoded(args: argparse.Namespace, server: dict) -> int:
+    """``index --from-encoded DIR``: the shards of ``colbert-az encode`` into the index, nothing encoded again."""
+    if args.corpus is not None:
+        raise InvalidArgumentError("--from-encoded replaces CORPUS; give MODEL at most (default: the one encoded)")
+    from colbert_az_pylate.retrieval.encoding import EncodedCorpus
+    from colbert_az_pylate.retrieval.searcher import Searcher
+
+    encoded = EncodedCorpus.open(args.from_encoded)  # a bad folder is refused before any model loads
+    model = args.model or encoded.model.get("name")
+    _progress(not args.json)(f"read {len(encoded)} encoded documents from {args.from_encoded}; loading {model}")
+    created = not server and not os.path.exists(args.index)
+    searcher = Searcher(model, args.index, backend=args.backend, override=args.override, **server)
+    searcher.show_progress_bar = not args.json
+    try:
+        searcher.index_encoded(args.from_encoded, upsert=args.upsert)
+    except ColbertAzError:
+        if created:  # shards of another model: the folder this command made is removed, not left empty
+            import shutil
+
+            shutil.rmtree(args.index, ignore_errors=True)
+        raise
+    split = searcher.passage_report
+    summary = {"index": str(args.index), "documents": len(searcher), "added": len(encoded), "model": model}
+    summary["passages"] = split.to_dict()
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"indexed {len(encoded)} encoded documents into {args.index} ({len(searcher)} in all); {split.summary()}"
+    )
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    check_count(args.batch_size, "--batch-size")
+    check_count(args.shard_size, "--shard-size")
+    check_count(args.pool_factor, "--pool-factor")
+    if args.overlap < 0:
+        raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
+    from colbert_az_pylate.retrieval.corpus import read_corpus
+    from colbert_az_pylate.retrieval.encoding import encode_corpus
+
+    step = _progress(not args.json)
+    corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
+    step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
+    model = args.model
+    if "LOCAL_RANK" in os.environ:  # torchrun/accelerate launch: one GPU per local rank when there are GPUs
+        import torch
+
+        if torch.cuda.is_available():
+            from colbert_az_pylate.loading import load
+
+            model = load(args.model, device=f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}")
+    report = encode_corpus(
+        model,
+        corpus,
+        args.out,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        passages=not args.no_passages,
+        overlap=args.overlap,
+        pool_factor=args.pool_factor,
+        show_progress_bar=False if args.json else None,
+    )
+    print(json.dumps(report.to_dict()) if args.json else report.summary())
     return 0
 
 
@@ -336,8 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Encode CORPUS (JSONL, CSV/TSV, Parquet with id and text columns, or a datasets name) with "
         "MODEL and add it to the index folder (created if missing).",
     )
-    index.add_argument("model", help="converted folder, raw colbert-az layout or hub id")
-    index.add_argument("corpus", help="corpus file or datasets name")
+    index.add_argument(
+        "model", nargs="?", help="converted folder, raw colbert-az layout or hub id (with --from-encoded: optional)"
+    )
+    index.add_argument("corpus", nargs="?", help="corpus file or datasets name (not with --from-encoded)")
+    index.add_argument(
+        "--from-encoded",
+        metavar="DIR",
+        help="index the shards written by `colbert-az encode --out DIR` instead of a corpus (nothing re-encoded)",
+    )
     index.add_argument("--index", required=True, help="index folder")
     index.add_argument("--id-column", default="id")
     index.add_argument("--text-column", default="text")
@@ -373,6 +451,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--json", action="store_true", help="print a JSON summary")
     index.set_defaults(handler=cmd_index)
+
+    encode = commands.add_parser(
+        "encode",
+        help="encode a corpus into shards of token vectors (one process or many under torchrun), resumably",
+        description="Encode CORPUS with MODEL into shards under --out (float16 .npy + JSON, a manifest with "
+        "checksums); long documents become passages as in `index`. Under torchrun/accelerate launch each rank "
+        "encodes its own shards; a rerun skips finished shards. Index them with `index --from-encoded DIR`.",
+    )
+    encode.add_argument("model", help="converted folder, raw colbert-az layout or hub id")
+    encode.add_argument("corpus", help="corpus file or datasets name")
+    encode.add_argument("--out", required=True, help="folder of shards (new, empty, or a run to resume)")
+    encode.add_argument("--shard-size", type=int, default=10_000, help="documents per shard (default: 10000)")
+    encode.add_argument("--id-column", default="id")
+    encode.add_argument("--text-column", default="text")
+    encode.add_argument("--split", default="train", help="split of a datasets corpus (default: train)")
+    encode.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    encode.add_argument("--pool-factor", type=int, default=1, help="pool token vectors about N:1 (default 1 = none)")
+    encode.add_argument("--overlap", type=int, default=32, help="tokens a passage shares with the previous one")
+    encode.add_argument("--no-passages", action="store_true", help="do not split long documents (they are truncated)")
+    encode.add_argument("--json", action="store_true", help="print a JSON summary")
+    encode.set_defaults(handler=cmd_encode)
 
     search = commands.add_parser(
         "search",

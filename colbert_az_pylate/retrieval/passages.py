@@ -24,7 +24,15 @@ import numpy as np
 from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.tokenization import document_token_count
 
-__all__ = ["DEFAULT_OVERLAP", "PASSAGE_SEPARATOR", "Passage", "PassageReport", "passage_id", "split_document"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "PASSAGE_SEPARATOR",
+    "Passage",
+    "PassageReport",
+    "index_entries",
+    "passage_id",
+    "split_document",
+]
 
 PASSAGE_SEPARATOR = "\x1f"
 DEFAULT_OVERLAP = 32
@@ -271,3 +279,71 @@ def split_document(text: str, tokenizer, document_length: int, overlap: int = DE
             following = boundaries[at]
         first = following
     return passages
+
+
+def index_entries(
+    documents, ids, metadata, tokenizer, document_length: int, passages: bool = True, overlap: int = DEFAULT_OVERLAP
+) -> tuple[list[list[tuple[str, str, dict]]], PassageReport]:
+    """Per document, the entries an index stores for it: the document itself, or its passages.
+
+    The one place where a corpus becomes index entries: ``Searcher.index`` and ``colbert-az encode`` both call it,
+    so an index built from encoded shards holds exactly what indexing the corpus would.
+
+    Parameters
+    ----------
+    documents
+        The texts (checked by the caller).
+    ids
+        One id per text.
+    metadata
+        One dict per text.
+    tokenizer
+        The model's tokenizer (``model.tokenizer``).
+    document_length
+        The model's document length (``model.document_length``).
+    passages
+        Split documents longer than ``document_length`` (default); ``False``: one entry per document.
+    overlap
+        Tokens a passage shares with the previous one (default 32).
+
+    Returns
+    -------
+    tuple[list[list[tuple[str, str, dict]]], PassageReport]
+        Per document, its entries ``(entry id, text, payload)``; and the counts of what was split.
+
+    Examples
+    --------
+    >>> from transformers import AutoTokenizer
+    >>> from colbert_az_pylate.standin import minilm_folder
+    >>> from colbert_az_pylate.tokenization import add_markers
+    >>> tokenizer = AutoTokenizer.from_pretrained(minilm_folder()); _ = add_markers(tokenizer)
+    >>> long = " ".join(f"Sentence number {i} is here." for i in range(40))
+    >>> entries, report = index_entries(["Bakı", long], ["a", "b"], [{}, {}], tokenizer, 64, overlap=8)
+    >>> entries[0], [entry_id for entry_id, _, _ in entries[1]][:2], report.entries
+    ([('a', 'Bakı', {'text': 'Bakı', 'metadata': {}})], ['b\\x1f0', 'b\\x1f1'], 6)
+    """
+    report, entries = PassageReport(), []
+    for text, doc_id, meta in zip(documents, ids, metadata, strict=True):
+        pieces = split_document(text, tokenizer, document_length, overlap) if passages else []
+        if len(pieces) <= 1:
+            entries.append([(doc_id, text, {"text": text, "metadata": meta})])
+        else:
+            entries.append(
+                [
+                    (
+                        passage_id(doc_id, piece.number),
+                        piece.text,
+                        {
+                            "text": piece.text,
+                            "metadata": meta,
+                            "document": doc_id,
+                            "passage": piece.number,
+                            "passages": len(pieces),
+                            "span": list(piece.span),
+                        },
+                    )
+                    for piece in pieces
+                ]
+            )
+        report.add(len(entries[-1]))
+    return entries, report

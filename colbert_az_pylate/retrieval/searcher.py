@@ -26,9 +26,9 @@ from colbert_az_pylate.retrieval.passages import (
     DEFAULT_OVERLAP,
     PASSAGE_SEPARATOR,
     PassageReport,
+    index_entries,
     parse_passage_id,
     passage_id,
-    split_document,
 )
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
@@ -209,6 +209,24 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
     order = np.argsort(-scores, kind="stable")
     return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
+
+
+def encode_document_vectors(
+    model, documents: Sequence[str], batch_size: int, pool_factor: int = 1, show_progress_bar: bool = False
+) -> list[np.ndarray]:
+    """Document token vectors (float32), pooled about ``pool_factor``:1 when ``pool_factor > 1``: how every index
+    and ``colbert-az encode`` encode documents."""
+    vectors = model.encode(
+        list(documents),
+        is_query=False,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        convert_to_numpy=True,
+    )
+    vectors = [np.asarray(v, dtype=np.float32) for v in vectors]
+    if pool_factor > 1:
+        vectors = [pool_document_tokens(v, pool_factor) for v in vectors]
+    return vectors
 
 
 def _resolve_model(model):
@@ -461,17 +479,9 @@ class Searcher:
         """Document token vectors; with ``pool_factor > 1`` pooled by pylate's hierarchical token pooling
         (:func:`~colbert_az_pylate.retrieval.pooling.pool_document_tokens`: about ``1 / pool_factor`` of the
         vectors, the first one kept as is)."""
-        vectors = self.model.encode(
-            list(documents),
-            is_query=False,
-            batch_size=self.batch_size,
-            show_progress_bar=self._progress(len(documents)),
-            convert_to_numpy=True,
+        return encode_document_vectors(
+            self.model, documents, self.batch_size, self.pool_factor, self._progress(len(documents))
         )
-        vectors = [np.asarray(v, dtype=np.float32) for v in vectors]
-        if self.pool_factor > 1:
-            vectors = [pool_document_tokens(v, self.pool_factor) for v in vectors]
-        return vectors
 
     def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
         """Query token vectors (never pooled)."""
@@ -537,6 +547,77 @@ class Searcher:
                 "remove it from the id"
             )
         metadata = check_metadata(metadata, ids)
+        self._check_addable(ids, upsert)
+        entries, self.passage_report = index_entries(
+            documents,
+            ids,
+            metadata or [{}] * len(documents),
+            self.model.tokenizer,
+            int(self.model.document_length),
+            passages,
+            overlap,
+        )
+        return self._store(
+            entries, ids, upsert, commit_every, lambda chunk: self.encode_documents([text for _, text, _ in chunk])
+        )
+
+    def index_encoded(self, folder: str | Path, *, upsert: bool = False, commit_every: int = 20_000) -> Searcher:
+        """Add a corpus encoded by ``colbert-az encode`` (:func:`~colbert_az_pylate.retrieval.encoding.encode_corpus`)
+        without encoding it again: the same entries, passages and payloads as :meth:`index` on that corpus.
+
+        Parameters
+        ----------
+        folder
+            The encoded folder (``--out`` of ``colbert-az encode``); refused, with nothing added, when it was
+            encoded by another model, is unfinished, or has a missing, changed or extra shard.
+        upsert
+            Replace documents whose id is already indexed (as in :meth:`index`).
+        commit_every
+            Documents per atomic commit (default 20,000).
+
+        Returns
+        -------
+        Searcher
+            ``self``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from colbert_az_pylate import convert, load
+        >>> from colbert_az_pylate.fixtures import build_checkpoint
+        >>> from colbert_az_pylate.retrieval.corpus import Corpus
+        >>> from colbert_az_pylate.retrieval.encoding import encode_corpus
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+        >>> corpus = Corpus(["baku", "sheki"], ["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı"], [{}, {}])
+        >>> _ = encode_corpus(f"{folder}/model", corpus, f"{folder}/encoded", show_progress_bar=False)
+        >>> searcher = Searcher(f"{folder}/model", f"{folder}/index", show_progress_bar=False)
+        >>> [hit.id for hit in searcher.index_encoded(f"{folder}/encoded").search("Şəki xan sarayı", k=2)]
+        ['sheki', 'baku']
+        >>> import shutil; shutil.rmtree(folder)
+        """
+        from colbert_az_pylate.retrieval.encoding import EncodedCorpus
+
+        commit_every = check_count(commit_every, "commit_every")
+        encoded = EncodedCorpus.open(folder)
+        if not self.signature.made(encoded.model):
+            raise IndexFormatError(
+                f"{folder} was encoded by {encoded.model.get('name')} (fingerprint {encoded.model.get('fingerprint')}, "
+                f"dimension {encoded.model.get('embedding_size')}), not by {self.signature.name} "
+                f"({self.signature.fingerprint}, dimension {self.embedding_size}); index it with that model"
+            )
+        entries, vectors = encoded.entries_and_vectors()
+        ids = [document[0][2].get("document", document[0][0]) for document in entries]
+        self._check_addable(ids, upsert)
+        self.passage_report = PassageReport()
+        for document in entries:
+            self.passage_report.add(len(document))
+        return self._store(
+            entries, ids, upsert, commit_every, lambda chunk: [np.asarray(vectors[e], np.float32) for e, _, _ in chunk]
+        )
+
+    def _check_addable(self, ids: list[str], upsert: bool) -> None:
+        """Refuse, before any work, ids already indexed (without upsert) and additions to a built PLAID index."""
         if self.backend in ("voyager", "qdrant") and not upsert:
             present = [doc_id for doc_id in ids if self._has_document(doc_id)]
             if present:
@@ -549,10 +630,13 @@ class Searcher:
             raise ColbertAzError(
                 f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
             )
-        entries = self._entries_of(documents, ids, metadata or [{}] * len(documents), passages, overlap)
+
+    def _store(self, entries, ids, upsert: bool, commit_every: int, vectors_of) -> Searcher:
+        """Write per-document ``entries`` to the index in commits of ``commit_every`` documents; ``vectors_of``
+        gives the token vectors of a list of entries (encoded now, or read from shards)."""
         if self.backend == "plaid":
-            return self._build_plaid([entry for document in entries for entry in document])
-        steps = range(0, len(documents), commit_every)
+            return self._build_plaid([entry for document in entries for entry in document], vectors_of)
+        steps = range(0, len(entries), commit_every)
         # Voyager with override=True: the old index is replaced only when all is added (Qdrant: no batch, see docs)
         batch = self.index_store.batch() if self.backend == "voyager" else contextlib.nullcontext()
         with batch:
@@ -566,44 +650,10 @@ class Searcher:
                 added = {"upsert": upsert, "payloads": [payload for _, _, payload in chunk]}
                 if self.backend == "voyager":
                     added["remove"] = stale  # in the same commit
-                self.index_store.add_documents(
-                    [entry_id for entry_id, _, _ in chunk],
-                    self.encode_documents([text for _, text, _ in chunk]),
-                    **added,
-                )
+                self.index_store.add_documents([entry_id for entry_id, _, _ in chunk], vectors_of(chunk), **added)
                 if self.backend == "qdrant" and stale:  # after the new passages are in: never a missing document
                     self.index_store.remove_documents(stale)
         return self
-
-    def _entries_of(self, documents, ids, metadata, passages: bool, overlap: int) -> list[list[tuple[str, str, dict]]]:
-        """Per document, its index entries ``(id, text, payload)``: itself, or its passages; counted in the report."""
-        report, entries = PassageReport(), []
-        tokenizer, length = self.model.tokenizer, int(self.model.document_length)
-        for text, doc_id, meta in zip(documents, ids, metadata, strict=True):
-            pieces = split_document(text, tokenizer, length, overlap) if passages else []
-            if len(pieces) <= 1:
-                entries.append([(doc_id, text, {"text": text, "metadata": meta})])
-            else:
-                entries.append(
-                    [
-                        (
-                            passage_id(doc_id, piece.number),
-                            piece.text,
-                            {
-                                "text": piece.text,
-                                "metadata": meta,
-                                "document": doc_id,
-                                "passage": piece.number,
-                                "passages": len(pieces),
-                                "span": list(piece.span),
-                            },
-                        )
-                        for piece in pieces
-                    ]
-                )
-            report.add(len(entries[-1]))
-        self.passage_report = report
-        return entries
 
     def _stored_entries(self, doc_id: str) -> list[str]:
         """The index ids a document is stored under: its own, or those of its passages (empty when absent)."""
@@ -631,11 +681,11 @@ class Searcher:
             number += 1
         return ids
 
-    def _build_plaid(self, entries: list[tuple[str, str, dict]]) -> Searcher:
+    def _build_plaid(self, entries: list[tuple[str, str, dict]], vectors_of) -> Searcher:
         self.index_store = PlaidIndex.build(
             self.folder,
             [entry_id for entry_id, _, _ in entries],
-            self.encode_documents([text for _, text, _ in entries]),
+            vectors_of(entries),
             payloads=[payload for _, _, payload in entries],
             model=self.signature,
             override=self.override,
