@@ -1,4 +1,5 @@
-"""Retrieval benchmark: VoyagerIndex vs pylate's Voyager (with the array fix) vs exact MaxSim, same embeddings.
+"""Retrieval benchmark: VoyagerIndex vs pylate's Voyager (with the array fix) vs PLAID vs QdrantIndex vs exact MaxSim,
+same embeddings.
 
 Embeddings are real: AZ-MIRAGE answers and questions (``../shared/data/az-mirage/dataset.json``) encoded by the
 MiniLM stand-in (:mod:`colbert_az_pylate.standin`, converted). Encoding 50k passages takes too long on 2 cores, so
@@ -10,6 +11,14 @@ loaded). Recall@10 is measured against exact MaxSim over the same vectors.
 
     HF_HUB_OFFLINE=1 python benchmarks/retrieval.py --sizes 10000 50000          # the docs/benchmarks.md table
     HF_HUB_OFFLINE=1 python benchmarks/retrieval.py --sizes 10000 --tradeoff     # settings trade-off
+    HF_HUB_OFFLINE=1 python benchmarks/retrieval.py --sizes 10000 --M 16 --ef-construction 64 --ef-search 256 \
+        --k-token 256 --systems exact ours qdrant qdrant+first-stage \
+        --output benchmarks/results/backends-10k.json                            # the backends / sizing table
+
+``qdrant`` is ``QdrantIndex`` embedded (exact multivector MaxSim in qdrant-client's pure-Python local mode);
+``qdrant+first-stage`` adds the mean-vector prefetch of ``--first-stage`` candidates. Embedded Qdrant scores one
+query in about a second at 10k documents, so its systems time each query of the recall pass singly (that is their
+p50) and skip the batch-of-32 pass; ``--qdrant-queries`` measures them on the first N queries only.
 """
 
 from __future__ import annotations
@@ -161,7 +170,12 @@ def worker(args) -> dict:
     import pylate.retrieve  # noqa: F401 - every system pays its imports before the baseline
     import voyager  # noqa: F401
 
-    import colbert_az_pylate.retrieval.voyager_index  # noqa: F401
+    import colbert_az_pylate.retrieval.voyager_index
+
+    if args.system.startswith("qdrant"):
+        import qdrant_client  # noqa: F401
+
+        import colbert_az_pylate.retrieval.qdrant_index  # noqa: F401
 
     base_rss = rss_mb()
     reset_peak()
@@ -196,6 +210,18 @@ def worker(args) -> dict:
                 hits = retriever.retrieve(batch, k=10, k_token=args.k_token, batch_size=len(batch), device="cpu")
                 return [[h["id"] for h in q] for q in hits]
 
+        elif args.system.startswith("qdrant"):
+            from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
+
+            index = QdrantIndex(str(folder), "bench", override=True, embedding_size=queries.shape[-1], batch_size=256)
+            index.add_documents(ids, documents)
+            first_stage = args.first_stage if args.system == "qdrant+first-stage" else None
+            if first_stage is not None:
+                result["first_stage"] = first_stage
+
+            def search(batch):
+                return [[h["id"] for h in q] for q in index.search(batch, k=10, first_stage=first_stage)]
+
         elif args.system == "plaid":
             from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 
@@ -227,18 +253,33 @@ def worker(args) -> dict:
                     return [[h["id"] for h in q] for q in index.search(batch, k=10, k_token=args.k_token)]
 
         result["build_s"] = time.perf_counter() - began
-        found = [hits for start in range(0, len(queries), 32) for hits in search(list(queries[start : start + 32]))]
-        result["recall@10"] = recall(found, truth)
-        single = latencies(search, queries[: args.latency_queries], 1)
-        batched = latencies(search, queries, 32)
-        result.update(
-            p50_ms=float(np.percentile(single, 50)),
-            p95_ms=float(np.percentile(single, 95)),
-            batch32_p50_ms=float(np.percentile(batched, 50)),
-            batch32_p95_ms=float(np.percentile(batched, 95)),
-            peak_mb=peak_mb() - base_rss,
-            disk_mb=sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
-        )
+        if args.system.startswith("qdrant"):  # ~1 s a query embedded: one timed pass, single queries
+            if args.qdrant_queries:
+                queries, truth = queries[: args.qdrant_queries], truth[: args.qdrant_queries]
+            found, single = [], []
+            for query in queries:
+                began = time.perf_counter()
+                found += search([query])
+                single.append((time.perf_counter() - began) * 1000)
+            result["queries"] = len(queries)
+            result["recall@10"] = recall(found, truth)
+            result.update(p50_ms=float(np.percentile(single, 50)), p95_ms=float(np.percentile(single, 95)))
+            result.update(batch32_p50_ms=None, batch32_p95_ms=None)
+        else:
+            found = [hits for start in range(0, len(queries), 32) for hits in search(list(queries[start : start + 32]))]
+            result["recall@10"] = recall(found, truth)
+            single = latencies(search, queries[: args.latency_queries], 1)
+            batched = latencies(search, queries, 32)
+            result.update(
+                p50_ms=float(np.percentile(single, 50)),
+                p95_ms=float(np.percentile(single, 95)),
+                batch32_p50_ms=float(np.percentile(batched, 50)),
+                batch32_p95_ms=float(np.percentile(batched, 95)),
+            )
+        result["peak_mb"] = peak_mb() - base_rss
+        if args.system.startswith("qdrant"):
+            index.close()
+        result["disk_mb"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return result
@@ -298,17 +339,22 @@ def report(results: list[dict]) -> str:
             build = f"{baseline['build_s'] / r['build_s']:.2f}" if baseline and r["system"] != "exact" else "-"
             settings = (
                 "| - | - | - | - "
-                if r["system"] in ("exact", "plaid")
+                if r["system"] in ("exact", "plaid") or r["system"].startswith("qdrant")
                 else (f"| {r['M']} | {r['ef_construction']} | {r['ef_search']} | {r['k_token']} ")
             )
             label = r["system"]
+            if "first_stage" in r:
+                label += f" ({r['first_stage']})"
+            if r.get("queries"):
+                label += f" [{r['queries']} queries]"
+            batch32 = "-" if r["batch32_p50_ms"] is None else f"{r['batch32_p50_ms']:.0f}"
             if r["system"] == "ours":
                 pooled = f", pool {r['pool_factor']}" if r.get("pool_factor", 1) > 1 else ""
                 label += f" ({r.get('storage', 'float8')}{pooled})"
             lines.append(
                 f"| {label} "
                 f"{settings}| {r['build_s']:.1f} | {r['recall@10']:.3f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                f"| {r['batch32_p50_ms']:.0f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster} |"
+                f"| {batch32} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | {build} | {faster} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -340,6 +386,8 @@ def main() -> None:
     parser.add_argument("--k-token", type=int, default=64)
     parser.add_argument("--storage", default="float8")
     parser.add_argument("--pool-factor", type=int, default=1, help="pool document tokens (pylate) before indexing")
+    parser.add_argument("--first-stage", type=int, default=1000, help="mean-vector candidates of qdrant+first-stage")
+    parser.add_argument("--qdrant-queries", type=int, default=0, help="qdrant systems: first N queries (0: all)")
     args = parser.parse_args()
     if args.report:
         print(report([r for path in args.report for r in json.loads(Path(path).read_text())]))
@@ -363,7 +411,12 @@ def main() -> None:
             "k_token": args.k_token,
         }
         for system in args.systems:
-            results.append(run_system(embeddings, truth, size, system, **common))
+            extra = {}
+            if system.startswith("qdrant"):
+                extra["qdrant_queries"] = args.qdrant_queries
+            if system == "qdrant+first-stage":
+                extra["first_stage"] = args.first_stage
+            results.append(run_system(embeddings, truth, size, system, **common, **extra))
         if args.tradeoff:
             pylate_defaults = {"M": 64, "ef_construction": 200, "ef_search": 200, "k_token": 100}
             results.append(run_system(embeddings, truth, size, "pylate", **pylate_defaults))

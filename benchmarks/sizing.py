@@ -1,0 +1,123 @@
+"""Sizing on paper: memory, disk, machines and encoding hours for 1M / 10M / 100M documents per backend.
+
+Arithmetic only, from measured per-vector and per-document figures in stored results (nothing is run):
+
+- ``retrieval-defaults-50k.json``: VoyagerIndex's disk and peak memory per token vector at its defaults, at the
+  largest size measured (50k documents, 1.5M vectors: the fixed overhead counts least there);
+- ``backends-10k.json`` (``retrieval.py --systems exact ours qdrant qdrant+first-stage``): embedded Qdrant's disk and
+  peak memory per token vector, which say what the embedded client costs, not a server;
+- ``retrieval.json`` (the equal-settings run): PLAID's disk per token vector at the largest size measured;
+- ``encode-rate.json`` (``encode_rate.py``): token vectors per document and documents per second per core of the
+  MiniLM stand-in.
+
+A Qdrant server is not measured here (none can run on this machine): its RAM is Qdrant's own capacity guideline,
+vectors x dimension x 4 bytes x 1.5, with every float32 vector in RAM; its disk the float32 vectors. The full-size
+model's encoding cost is issue 12's figure: 344 ms per 250-token document, torch fp32, 2 threads.
+
+    python benchmarks/sizing.py          # prints the Markdown tables of docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = (1_000_000, 10_000_000, 100_000_000)
+FULL_MODEL_CORE_S_PER_DOC = 0.344 * 2  # issue 12: 344 ms per 250-token document on 2 threads (torch fp32)
+
+
+def per_vector(row: dict, key: str) -> float:
+    return row[key] * 2**20 / row["vectors"]
+
+
+def human(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}" if nbytes < 100 * scale else f"{nbytes / scale:,.0f} {unit}"
+    return f"{nbytes:,.0f} B"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default=str(RESULTS / "backends-10k.json"))
+    parser.add_argument("--voyager", default=str(RESULTS / "retrieval-defaults-50k.json"))
+    parser.add_argument("--plaid", default=str(RESULTS / "retrieval.json"))
+    parser.add_argument("--encode", default=str(RESULTS / "encode-rate.json"))
+    parser.add_argument("--machine-gb", type=float, default=64, help="RAM of one machine / Qdrant node")
+    parser.add_argument("--dim", type=int, default=128)
+    args = parser.parse_args()
+
+    rows = {r["system"]: r for r in json.loads(Path(args.backends).read_text()) if "error" not in r}
+    plaid = max(
+        (r for r in json.loads(Path(args.plaid).read_text()) if r["system"] == "plaid"), key=lambda r: r["size"]
+    )
+    encode = json.loads(Path(args.encode).read_text())
+    qdrant = rows["qdrant"]
+    ours = max(
+        (r for r in json.loads(Path(args.voyager).read_text()) if r["system"] == "ours"), key=lambda r: r["size"]
+    )
+    bytes_per_vector = {
+        "VoyagerIndex, one machine": (per_vector(ours, "peak_mb"), per_vector(ours, "disk_mb")),
+        "PLAID, one machine": (per_vector(plaid, "disk_mb"), per_vector(plaid, "disk_mb")),
+        "Qdrant cluster (server)": (args.dim * 4 * 1.5, args.dim * 4),
+        "Qdrant embedded (measured)": (per_vector(qdrant, "peak_mb"), per_vector(qdrant, "disk_mb")),
+    }
+    print("Bytes per token vector (RAM / disk):\n")
+    print("| backend | RAM B/vector | disk B/vector | from |")
+    print("|---|---|---|---|")
+    sources = {
+        "VoyagerIndex, one machine": f"measured, {ours['size']:,} documents: peak RSS growth (build + search), folder",
+        "PLAID, one machine": f"measured disk, {plaid['size']:,} documents; RAM taken = index size (not measured)",
+        "Qdrant cluster (server)": f"Qdrant's guideline {args.dim} x 4 B x 1.5 (RAM), float32 vectors (disk)",
+        "Qdrant embedded (measured)": f"measured, {qdrant['size']:,} documents (pickled float lists in SQLite)",
+    }
+    for name, (ram, disk) in bytes_per_vector.items():
+        print(f"| {name} | {ram:,.0f} | {disk:,.0f} | {sources[name]} |")
+
+    machine = args.machine_gb * 1e9
+    for label, vectors in (
+        (f"AZ-MIRAGE answers ({encode['short']['vectors_per_doc']} token vectors per document)", "short"),
+        (
+            f"full-window passages ({encode['full_window']['vectors_per_doc']} token vectors per document)",
+            "full_window",
+        ),
+    ):
+        per_doc = encode[vectors]["vectors_per_doc"]
+        print(f"\n{label}: RAM / disk / machines of {args.machine_gb:g} GB RAM\n")
+        print("| backend | " + " | ".join(f"{n // 1_000_000}M documents" for n in SIZES) + " |")
+        print("|---|" + "---|" * len(SIZES))
+        for name, (ram, disk) in bytes_per_vector.items():
+            if "embedded" in name:
+                continue
+            cells = []
+            for n in SIZES:
+                need = n * per_doc * ram
+                machines = math.ceil(need / machine)
+                fits = f"{machines} node(s)" if "cluster" in name else ("1" if machines == 1 else "does not fit one")
+                cells.append(f"{human(need)} / {human(n * per_doc * disk)} / {fits}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+    print("\nEncoding, hours on one CPU core (documents / measured rate; threads assumed to scale linearly):\n")
+    print("| model, documents | docs/s per core | " + " | ".join(f"{n // 1_000_000}M" for n in SIZES) + " |")
+    print("|---|---|" + "---|" * len(SIZES))
+    rates = [
+        (
+            f"MiniLM stand-in, AZ-MIRAGE answers (~{encode['short']['vectors_per_doc']:.0f} tokens), measured",
+            encode["short"]["docs_per_s_per_core"],
+        ),
+        (
+            f"MiniLM stand-in, full windows ({encode['full_window']['vectors_per_doc']:.0f} tokens), measured",
+            encode["full_window"]["docs_per_s_per_core"],
+        ),
+        ("full-size model (ModernBERT 22 layers), 250-token documents, issue 12", 1 / FULL_MODEL_CORE_S_PER_DOC),
+    ]
+    for name, rate in rates:
+        hours = " | ".join(f"{n / rate / 3600:,.0f}" for n in SIZES)
+        print(f"| {name} | {rate:.2f} | {hours} |")
+
+
+if __name__ == "__main__":
+    main()
