@@ -187,3 +187,60 @@ def test_encoding_into_a_folder_of_another_corpus_or_setting_is_refused(models, 
     err = _bad(["encode", models["model"], corpus_file, "--out", str(tmp_path / "notes")], capsys)
     assert "holds no encoding" in err
     assert len(EncodedCorpus.open(out)) == 1  # the first encoding is untouched
+
+
+def test_a_rerun_after_a_real_sigkill_skips_finished_shards_and_ends_as_an_uninterrupted_run(models, tmp_path, capsys):
+    import signal
+    import time
+
+    rows = [{"id": f"k{i}", "text": f"{WORDS[i % 10]} {i} {WORDS[(i * 7) % 10]} mətni, sıra {i}."} for i in range(600)]
+    corpus_file = tmp_path / "big.jsonl"
+    corpus_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    arguments = ["encode", models["model"], str(corpus_file), "--shard-size", "2", "--batch-size", "2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "colbert_az_pylate", *arguments, "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "shard-00000.json").exists():
+            assert process.poll() is None, f"encode ended before any shard: {process.stderr.read()[-3000:]!r}"
+            assert time.monotonic() < deadline, "no shard finished within 240 s"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / MANIFEST).exists(), "encode finished before it was killed: enlarge the corpus"
+    # A shard with a .json is finished (the .json is renamed in last); its .npy and .json must not be written again.
+    stems = [path.name[: -len(".json")] for path in out.glob("shard-*.json")]
+    finished = {name: (out / name).stat() for stem in stems for name in (f"{stem}.npy", f"{stem}.json")}
+    finished = {name: (stat.st_ino, stat.st_mtime_ns) for name, stat in finished.items()}
+    done = len(stems)
+    assert 1 <= done < 300, done
+    leftovers = sorted(path.name for path in out.iterdir() if path.name.startswith("."))
+    assert all(name.endswith(f".tmp-{process.pid}") for name in leftovers), leftovers
+
+    rerun = subprocess.run([sys.executable, "-m", "colbert_az_pylate", *arguments, "--out", str(out), "--json"],
+                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert (summary["shards"], summary["skipped"], summary["encoded"]) == (300, done, 300 - done)
+    assert summary["complete"] is True
+    for name, (inode, mtime) in finished.items():  # the shards finished before the kill were not written again
+        stat = (out / name).stat()
+        assert (stat.st_ino, stat.st_mtime_ns) == (inode, mtime), name
+    # Temporary files of the killed process may remain (nothing removes them); no new ones, and they are ignored.
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == leftovers
+
+    assert main([*arguments, "--out", str(tmp_path / "whole")]) == 0
+    resumed, whole = _shard_files(out), _shard_files(tmp_path / "whole")
+    assert {name: data for name, data in resumed.items() if not name.startswith(".")} == whole  # byte for byte
+    index = tmp_path / "index"
+    assert main(["index", "--from-encoded", str(out), "--index", str(index)]) == 0
+    capsys.readouterr()
+    searcher = Searcher.open(index)
+    assert len(searcher) == 600
+    assert {hit.id for hit in searcher.search(rows[123]["text"], k=600, exact=True)} == {row["id"] for row in rows}
