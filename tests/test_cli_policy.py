@@ -115,27 +115,3 @@ def test_json_commands_print_nothing_but_json(converted, tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
         json.loads(done.stdout)
-
-
-def test_train_json_prints_only_json_and_nothing_on_stderr(checkpoints, tmp_path, capsys, monkeypatch):
-    import yaml
-    from test_training_config import BOOKS, write_books_folder
-
-    monkeypatch.setenv("COLBERT_AZ_CACHE", str(tmp_path / "cache"))
-    data = write_books_folder(tmp_path / "books", queries=12, passages=30)
-    config = {
-        "model": str(checkpoints["wordpiece"]),
-        "output": str(tmp_path / "out"),
-        "rows": 50,
-        "heldout_per_source": 3,
-        "device": "cpu",
-        "sources": [{"preset": BOOKS, "path": str(data), "name": "books", "weight": 1.0}],
-        "recipe": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "negatives": 4, "bf16": False},
-        "trainer": {"max_steps": 2, "save_strategy": "no", "use_cpu": True, "eval_steps": 2},
-    }
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    capsys.readouterr()
-    assert cli.main(["train", "--config", str(tmp_path / "recipe.yaml"), "--json"]) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["output"] == str(tmp_path / "out")
-    assert captured.err == ""

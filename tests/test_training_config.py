@@ -202,8 +202,11 @@ def test_train_from_a_raw_layout_replaces_an_existing_output_with_overwrite_and_
         "overwrite": True,
     }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    capsys.readouterr()  # the data writer's own output
     assert main(["train", "--config", str(tmp_path / "recipe.yaml"), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert captured.err == ""  # --json: no progress, no trainer log lines, no third-party bars
     assert report["data"][0] == "9 training rows, 3 held-out triplets"
     assert set(report["heldout"]) == {"books", "macro"} and set(report["heldout"]["macro"]) >= {"R@1", "NDCG@10"}
     assert (tmp_path / "out" / "projection.pt").is_file() and (tmp_path / "out" / "modules.json").is_file()
