@@ -1,0 +1,84 @@
+"""Retrievers for LLM frameworks: LangChain (``[langchain]``) and LlamaIndex (``[llamaindex]``).
+
+Each searches in process (a :class:`~colbert_az_pylate.retrieval.Searcher`) or over HTTP (``colbert-az serve``,
+through :class:`SearchClient`) and returns the framework's own types with score and metadata. Neither framework,
+nor torch, is imported until a retriever is used.
+
+>>> import colbert_az_pylate.integrations as integrations
+>>> sorted(integrations.__all__)
+['LangChainRetriever', 'LlamaIndexRetriever', 'SearchClient', 'SearchServerError']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from colbert_az_pylate.errors import InvalidArgumentError
+from colbert_az_pylate.integrations.http import SearchClient, SearchServerError, check_search_arguments
+
+if TYPE_CHECKING:
+    from colbert_az_pylate.integrations.langchain import LangChainRetriever
+    from colbert_az_pylate.integrations.llamaindex import LlamaIndexRetriever
+
+_LAZY = {
+    "LangChainRetriever": "colbert_az_pylate.integrations.langchain",
+    "LlamaIndexRetriever": "colbert_az_pylate.integrations.llamaindex",
+}
+
+__all__ = ["LangChainRetriever", "LlamaIndexRetriever", "SearchClient", "SearchServerError"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'colbert_az_pylate.integrations' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+def search_target(searcher: Any, url: str | None, api_key: str | None, timeout: float) -> Any:
+    """What a retriever searches: ``searcher`` (anything with ``search``, in process) or a :class:`SearchClient`
+    of ``url``; exactly one of the two."""
+    if (searcher is None) == (url is None):
+        raise InvalidArgumentError(
+            "give either searcher= (a Searcher, in process) or url= (a `colbert-az serve` server), not both or neither"
+        )
+    if url is not None:
+        return SearchClient(url, api_key=api_key, timeout=timeout)
+    if api_key is not None:
+        raise InvalidArgumentError("api_key= is for a server (url=); an in-process searcher takes none")
+    if not callable(getattr(searcher, "search", None)):
+        raise InvalidArgumentError(
+            f"searcher must be a colbert_az_pylate.retrieval.Searcher, got {type(searcher).__name__}"
+        )
+    return searcher
+
+
+def search_hits(target: Any, query: str, k: int, exact: bool, group_by: str, subset: list[str] | None) -> list[dict]:
+    """One query's hits as ``Hit.to_dict()`` dicts, from a Searcher or a :class:`SearchClient`."""
+    if isinstance(target, SearchClient):
+        return target.search(query, k, exact=exact, group_by=group_by, subset=subset)
+    (query,), k, subset = check_search_arguments(query, k, exact, group_by, subset)
+    return [hit.to_dict() for hit in target.search(query, k, exact=exact, group_by=group_by, subset=subset)]
+
+
+async def asearch_hits(
+    target: Any, query: str, k: int, exact: bool, group_by: str, subset: list[str] | None
+) -> list[dict]:
+    """:func:`search_hits` without blocking the event loop: ``httpx.AsyncClient`` over HTTP, a thread in process."""
+    if isinstance(target, SearchClient):
+        return await target.asearch(query, k, exact=exact, group_by=group_by, subset=subset)
+    return await asyncio.to_thread(search_hits, target, query, k, exact, group_by, subset)
+
+
+def hit_id(hit: dict, group_by: str) -> str:
+    """A unique id for a hit: the document's id, or ``"ID#N"`` for passage ``N`` when passages are returned."""
+    if group_by == "passage" and hit.get("passage") is not None:
+        return f"{hit['id']}#{hit['passage']}"
+    return hit["id"]

@@ -1,0 +1,177 @@
+"""A LangChain retriever over colbert-az search, in process or over HTTP
+(``pip install 'colbert-az-pylate[langchain]'``).
+
+Without langchain-core the module still imports; the retriever then raises an ImportError that names the extra.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from colbert_az_pylate.integrations import asearch_hits, hit_id, search_hits, search_target
+
+INSTALL = "pip install 'colbert-az-pylate[langchain]'"
+
+try:
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr, model_validator
+except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
+    _IMPORT_ERROR: ImportError | None = _missing
+else:
+    _IMPORT_ERROR = None
+
+
+def to_document(hit: dict, group_by: str = "document") -> Document:
+    """A hit (``Hit.to_dict()``) as a LangChain ``Document``: its text, and its metadata plus ``id``, ``score``,
+    ``passage`` and ``span`` (these four win over metadata keys of the same name)."""
+    metadata = {
+        **(hit.get("metadata") or {}),
+        "id": hit["id"],
+        "score": float(hit["score"]),
+        "passage": hit.get("passage"),
+        "span": hit.get("span"),
+    }
+    return Document(page_content=hit.get("text") or "", metadata=metadata, id=hit_id(hit, group_by))
+
+
+if _IMPORT_ERROR is None:
+
+    class LangChainRetriever(BaseRetriever):
+        """A LangChain retriever: colbert-az search as ``Document`` objects, best first, in process or over HTTP.
+
+        Each ``Document`` carries the hit's text as ``page_content``, its ``id`` (``"ID#N"`` for passage ``N``
+        with ``group_by="passage"``), and as ``metadata`` the document's own metadata plus ``id`` (the document's
+        id), ``score`` (MaxSim, higher is better), ``passage`` and ``span`` (where the text lies in the document).
+        ``invoke(query, k=..., exact=..., group_by=..., subset=...)`` overrides a setting for one call;
+        ``ainvoke`` does not block the event loop (``httpx.AsyncClient`` over HTTP, a thread in process).
+
+        Parameters
+        ----------
+        searcher
+            A :class:`~colbert_az_pylate.retrieval.Searcher` to search in process (see :meth:`from_index`).
+        url
+            Or a ``colbert-az serve`` server, e.g. ``"http://127.0.0.1:8000"``; exactly one of the two.
+        api_key
+            The server's API key, sent as ``Authorization: Bearer KEY`` (HTTP only; default: none).
+        timeout
+            Seconds to wait for the server (HTTP only; default 30).
+        k
+            Documents per query, a whole number >= 1 (default 10).
+        exact
+            Brute-force MaxSim over every document instead of the index's search (default ``False``).
+        group_by
+            ``"document"`` (default: one hit per document, at its best passage) or ``"passage"``.
+        subset
+            Only these document ids may be returned (default: all).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from colbert_az_pylate import convert
+        >>> from colbert_az_pylate.fixtures import build_checkpoint
+        >>> from colbert_az_pylate.retrieval import Searcher
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+        >>> searcher = Searcher(f"{folder}/model", f"{folder}/index", show_progress_bar=False)
+        >>> _ = searcher.index(["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı"], ids=["baku", "sheki"],
+        ...                    metadata=[{"city": "Bakı"}, {"city": "Şəki"}])
+        >>> retriever = LangChainRetriever(searcher=searcher, k=2)
+        >>> documents = retriever.invoke("Şəki xan sarayı")
+        >>> documents[0].page_content, documents[0].metadata["id"], documents[0].metadata["city"]
+        ('Şəki xan sarayı', 'sheki', 'Şəki')
+        >>> [document.id for document in retriever.invoke("Şəki xan sarayı", k=1)]
+        ['sheki']
+        >>> import shutil; shutil.rmtree(folder)
+        """
+
+        model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+        searcher: Any = Field(default=None, exclude=True)
+        url: str | None = None
+        api_key: SecretStr | None = None
+        timeout: float = Field(default=30.0, gt=0)
+        k: StrictInt = Field(default=10, ge=1)
+        exact: StrictBool = False
+        group_by: Literal["document", "passage"] = "document"
+        subset: list[StrictStr] | None = None
+
+        _target: Any = PrivateAttr(default=None)
+
+        @model_validator(mode="after")
+        def _open_target(self) -> LangChainRetriever:
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            self._target = search_target(self.searcher, self.url, key, self.timeout)
+            return self
+
+        @classmethod
+        def from_index(cls, folder: str | Path, *, model: Any = None, **settings: Any) -> LangChainRetriever:
+            """A retriever over an index folder, opened read-only with the model it records (or ``model``).
+
+            Parameters
+            ----------
+            folder
+                An index folder (``colbert-az index --index DIR``).
+            model
+                The model to encode queries with; default: the one the index records.
+            **settings
+                The retriever's other settings (``k``, ``exact``, ``group_by``, ``subset``).
+
+            Returns
+            -------
+            LangChainRetriever
+                The retriever, searching in process.
+            """
+            from colbert_az_pylate.retrieval import Searcher
+
+            return cls(searcher=Searcher.open(folder, model=model, show_progress_bar=False), **settings)
+
+        def _settings(self, k: Any, exact: Any, group_by: Any, subset: Any) -> tuple:
+            """This call's settings: the retriever's, where the call gives none."""
+            return (
+                self.k if k is None else k,
+                self.exact if exact is None else exact,
+                self.group_by if group_by is None else group_by,
+                self.subset if subset is None else subset,
+            )
+
+        def _get_relevant_documents(
+            self,
+            query: str,
+            *,
+            run_manager: CallbackManagerForRetrieverRun,
+            k: int | None = None,
+            exact: bool | None = None,
+            group_by: str | None = None,
+            subset: list[str] | None = None,
+        ) -> list[Document]:
+            settings = self._settings(k, exact, group_by, subset)
+            return [to_document(hit, settings[2]) for hit in search_hits(self._target, query, *settings)]
+
+        async def _aget_relevant_documents(
+            self,
+            query: str,
+            *,
+            run_manager: AsyncCallbackManagerForRetrieverRun,
+            k: int | None = None,
+            exact: bool | None = None,
+            group_by: str | None = None,
+            subset: list[str] | None = None,
+        ) -> list[Document]:
+            settings = self._settings(k, exact, group_by, subset)
+            return [to_document(hit, settings[2]) for hit in await asearch_hits(self._target, query, *settings)]
+
+else:
+
+    class LangChainRetriever:  # type: ignore[no-redef]
+        """Needs langchain-core: ``pip install 'colbert-az-pylate[langchain]'``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(f"LangChainRetriever needs langchain-core: {INSTALL}") from _IMPORT_ERROR
+
+        @classmethod
+        def from_index(cls, *args: Any, **kwargs: Any) -> LangChainRetriever:
+            """Needs langchain-core."""
+            return cls()

@@ -1,0 +1,171 @@
+"""A LlamaIndex retriever over colbert-az search, in process or over HTTP
+(``pip install 'colbert-az-pylate[llamaindex]'``).
+
+Without llama-index-core the module still imports; the retriever then raises an ImportError that names the extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from colbert_az_pylate.integrations import asearch_hits, hit_id, search_hits, search_target
+from colbert_az_pylate.integrations.http import check_search_arguments
+
+INSTALL = "pip install 'colbert-az-pylate[llamaindex]'"
+BOOKKEEPING = ["passage", "span"]  # node metadata kept out of what the LLM and the embedder see
+
+try:
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
+except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
+    _IMPORT_ERROR: ImportError | None = _missing
+else:
+    _IMPORT_ERROR = None
+
+
+def to_node(hit: dict, group_by: str = "document") -> NodeWithScore:
+    """A hit (``Hit.to_dict()``) as a LlamaIndex ``NodeWithScore``: a ``TextNode`` with the hit's text, its
+    metadata plus ``id``, ``passage`` and ``span`` (these win over metadata keys of the same name), the document as
+    its source (``ref_doc_id``), and the MaxSim score."""
+    node = TextNode(
+        id_=hit_id(hit, group_by),
+        text=hit.get("text") or "",
+        metadata={
+            **(hit.get("metadata") or {}),
+            "id": hit["id"],
+            "passage": hit.get("passage"),
+            "span": hit.get("span"),
+        },
+        excluded_embed_metadata_keys=list(BOOKKEEPING),
+        excluded_llm_metadata_keys=list(BOOKKEEPING),
+        relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=hit["id"])},
+    )
+    return NodeWithScore(node=node, score=float(hit["score"]))
+
+
+if _IMPORT_ERROR is None:
+
+    class LlamaIndexRetriever(BaseRetriever):
+        """A LlamaIndex retriever: colbert-az search as ``NodeWithScore`` objects, best first, in process or over
+        HTTP.
+
+        Each node is a ``TextNode`` with the hit's text, its id (the document's id; ``"ID#N"`` for passage ``N``
+        with ``group_by="passage"``), the document as its source (``node.ref_doc_id``), and as metadata the
+        document's own metadata plus ``id``, ``passage`` and ``span`` (where the text lies in the document; kept
+        out of the LLM's and the embedder's view); ``NodeWithScore.score`` is the MaxSim score (higher is
+        better). ``aretrieve`` does not block the event loop (``httpx.AsyncClient`` over HTTP, a thread in
+        process).
+
+        Parameters
+        ----------
+        searcher
+            A :class:`~colbert_az_pylate.retrieval.Searcher` to search in process (see :meth:`from_index`).
+        url
+            Or a ``colbert-az serve`` server, e.g. ``"http://127.0.0.1:8000"``; exactly one of the two.
+        api_key
+            The server's API key, sent as ``Authorization: Bearer KEY`` (HTTP only; default: none).
+        timeout
+            Seconds to wait for the server (HTTP only; default 30).
+        k
+            Nodes per query, a whole number >= 1 (default 10).
+        exact
+            Brute-force MaxSim over every document instead of the index's search (default ``False``).
+        group_by
+            ``"document"`` (default: one node per document, at its best passage) or ``"passage"``.
+        subset
+            Only these document ids may be returned (default: all).
+        callback_manager
+            LlamaIndex's callback manager (default: a new one).
+        verbose
+            LlamaIndex's verbose flag (default ``False``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from colbert_az_pylate import convert
+        >>> from colbert_az_pylate.fixtures import build_checkpoint
+        >>> from colbert_az_pylate.retrieval import Searcher
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+        >>> searcher = Searcher(f"{folder}/model", f"{folder}/index", show_progress_bar=False)
+        >>> _ = searcher.index(["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı"], ids=["baku", "sheki"],
+        ...                    metadata=[{"city": "Bakı"}, {"city": "Şəki"}])
+        >>> retriever = LlamaIndexRetriever(searcher, k=2)
+        >>> nodes = retriever.retrieve("Şəki xan sarayı")
+        >>> [(n.node.node_id, n.node.get_content(), n.node.metadata["city"]) for n in nodes]
+        [('sheki', 'Şəki xan sarayı', 'Şəki'), ('baku', 'Bakı Azərbaycanın paytaxtıdır.', 'Bakı')]
+        >>> nodes[0].score > nodes[1].score
+        True
+        >>> import shutil; shutil.rmtree(folder)
+        """
+
+        def __init__(
+            self,
+            searcher: Any = None,
+            *,
+            url: str | None = None,
+            api_key: str | None = None,
+            timeout: float = 30.0,
+            k: int = 10,
+            exact: bool = False,
+            group_by: str = "document",
+            subset: Sequence[str] | None = None,
+            callback_manager: CallbackManager | None = None,
+            verbose: bool = False,
+        ) -> None:
+            _, self.k, self.subset = check_search_arguments("query", k, exact, group_by, subset)
+            self.exact, self.group_by = exact, group_by
+            self._target = search_target(searcher, url, api_key, timeout)
+            super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+        @classmethod
+        def from_index(cls, folder: str | Path, *, model: Any = None, **settings: Any) -> LlamaIndexRetriever:
+            """A retriever over an index folder, opened read-only with the model it records (or ``model``).
+
+            Parameters
+            ----------
+            folder
+                An index folder (``colbert-az index --index DIR``).
+            model
+                The model to encode queries with; default: the one the index records.
+            **settings
+                The retriever's other settings (``k``, ``exact``, ``group_by``, ``subset``).
+
+            Returns
+            -------
+            LlamaIndexRetriever
+                The retriever, searching in process.
+            """
+            from colbert_az_pylate.retrieval import Searcher
+
+            return cls(Searcher.open(folder, model=model, show_progress_bar=False), **settings)
+
+        def __repr__(self) -> str:
+            return f"LlamaIndexRetriever({self._target!r}, k={self.k}, group_by={self.group_by!r})"
+
+        def _settings(self) -> tuple:
+            return self.k, self.exact, self.group_by, self.subset
+
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            hits = search_hits(self._target, query_bundle.query_str, *self._settings())
+            return [to_node(hit, self.group_by) for hit in hits]
+
+        async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            hits = await asearch_hits(self._target, query_bundle.query_str, *self._settings())
+            return [to_node(hit, self.group_by) for hit in hits]
+
+else:
+
+    class LlamaIndexRetriever:  # type: ignore[no-redef]
+        """Needs llama-index-core: ``pip install 'colbert-az-pylate[llamaindex]'``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(f"LlamaIndexRetriever needs llama-index-core: {INSTALL}") from _IMPORT_ERROR
+
+        @classmethod
+        def from_index(cls, *args: Any, **kwargs: Any) -> LlamaIndexRetriever:
+            """Needs llama-index-core."""
+            return cls()
