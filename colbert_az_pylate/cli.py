@@ -1,4 +1,4 @@
-"""The ``colbert-az`` command: convert, verify, evaluate, train, encode, index, search, demo.
+"""The ``colbert-az`` command: convert, verify, evaluate, train, encode, index, search, demo, serve.
 
 Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
 failed, 2 bad input (one ``error:`` line saying what is wrong and what to do), 3 internal error (one line;
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from colbert_az_pylate.console import quiet_third_party
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, ParityError, check_count, first_line
+from colbert_az_pylate.serving.cli import add_serve_parser
 
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -535,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", action="store_true", help="print the data counts and held-out metrics as JSON")
     train.set_defaults(handler=cmd_train)
+
+    add_serve_parser(commands)
 
     for sub in (convert, verify):
         sub.add_argument(

@@ -1,0 +1,190 @@
+"""``colbert-az serve``: its arguments and its command. Importing this module imports neither FastAPI nor torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import stat
+import sys
+
+from colbert_az_pylate.errors import InvalidArgumentError, check_count, first_line
+
+KEY_ENV = "COLBERT_AZ_API_KEY"
+WORKER_ENV = "COLBERT_AZ_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
+LIMIT_FLAGS = {
+    "max_k": ("--max-k", 1000, "hits per query, at most"),
+    "max_queries": ("--max-queries", 64, "queries (or embedding inputs) per request"),
+    "max_documents": ("--max-documents", 256, "documents per write request"),
+    "max_query_chars": ("--max-query-chars", 2000, "characters per query"),
+    "max_document_chars": ("--max-document-chars", 200_000, "characters per document"),
+    "max_body_bytes": ("--max-body-bytes", 4 * 1024 * 1024, "bytes per request body"),
+}
+
+
+def add_serve_parser(commands) -> argparse.ArgumentParser:
+    """Add ``serve`` to the ``colbert-az`` sub-commands."""
+    serve = commands.add_parser(
+        "serve",
+        help="serve an index over HTTP: search, add/delete documents, embeddings (the [serve] extra)",
+        description="A search API over an index folder (FastAPI on uvicorn). Writes need the key from "
+        f"--api-key-file (or ${KEY_ENV}); without one the server is read-only. Never put the key on the command line.",
+    )
+    serve.add_argument("index", help="index folder (any backend; written by `colbert-az index`)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
+    serve.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=f"file holding the API key clients send as 'Authorization: Bearer KEY' (default: ${KEY_ENV} if set)",
+    )
+    serve.add_argument(
+        "--require-key-for-reads", action="store_true", help="searches, embeddings and health need the key"
+    )
+    serve.add_argument(
+        "--allow-unauthenticated-writes",
+        action="store_true",
+        help="accept writes without a key (only where every client that can reach the port is trusted)",
+    )
+    serve.add_argument("--read-only", action="store_true", help="refuse writes; another process may write the index")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes (default 1); with more than one the server is read-only and sees other writers' commits",
+    )
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a query waits for others to share its forward pass (default 2; 0 = no micro-batching)",
+    )
+    serve.add_argument("--max-batch", type=int, default=64, help="texts per forward pass, at most (default 64)")
+    for field, (flag, default, meaning) in LIMIT_FLAGS.items():
+        serve.add_argument(flag, dest=field, type=int, default=default, help=f"{meaning} (default {default})")
+    serve.set_defaults(handler=cmd_serve)
+    return serve
+
+
+def read_api_key(path: str | None) -> str | None:
+    """The API key from ``path`` (its first line, stripped), else from ``$COLBERT_AZ_API_KEY``, else ``None``."""
+    if path is None:
+        key = os.environ.get(KEY_ENV)
+        if key is not None and not key.strip():
+            raise InvalidArgumentError(f"${KEY_ENV} is empty; put the key in it, or unset it")
+        return key.strip() if key else None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.readline().strip()
+        mode = os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"cannot read the API key file {path}: {first_line(exc)}") from exc
+    if not key:
+        raise InvalidArgumentError(f"the API key file {path} is empty; put the key on its first line")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        print(f"warning: {path} is readable by other users; chmod 600 it", file=sys.stderr)
+    return key
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """Every setting of the server, checked, as plain JSON values (what each worker process receives)."""
+    check_count(args.workers, "--workers")
+    check_count(args.max_batch, "--max-batch")
+    if not 0 <= args.port <= 65535:
+        raise InvalidArgumentError(f"--port must be 0-65535, got {args.port}")
+    if not args.batch_wait_ms >= 0 or args.batch_wait_ms > 1000:
+        raise InvalidArgumentError(f"--batch-wait-ms must be 0-1000 milliseconds, got {args.batch_wait_ms}")
+    limits = {field: check_count(getattr(args, field), flag) for field, (flag, _, _) in LIMIT_FLAGS.items()}
+    key = read_api_key(args.api_key_file)
+    if args.require_key_for_reads and key is None:
+        raise InvalidArgumentError(f"--require-key-for-reads needs a key: give --api-key-file (or ${KEY_ENV})")
+    if not os.path.isdir(args.index):
+        raise InvalidArgumentError(
+            f"{args.index} is not an index folder; build one with `colbert-az index MODEL CORPUS --index DIR`"
+        )
+    writable = not args.read_only and args.workers == 1 and (key is not None or args.allow_unauthenticated_writes)
+    return {
+        "index": args.index,
+        "model": args.model,
+        "api_key_file": args.api_key_file,
+        "read_key_required": args.require_key_for_reads,
+        "allow_unauthenticated_writes": args.allow_unauthenticated_writes,
+        "writable": writable,
+        "limits": limits,
+        "batch_wait_ms": args.batch_wait_ms,
+        "max_batch": args.max_batch,
+    }
+
+
+def _open_searcher(settings: dict):
+    """The Searcher the server serves: the index with its recorded model (or ``--model``); the writer lock is
+    taken only when the server accepts writes. The one place where the server loads a model."""
+    from colbert_az_pylate.retrieval.searcher import Searcher
+
+    return Searcher.open(
+        settings["index"], model=settings["model"], read_only=not settings["writable"], show_progress_bar=False
+    )
+
+
+def build_app(settings: dict):
+    """The app for ``settings`` (see :func:`_settings`), model and index loaded."""
+    from colbert_az_pylate.serving.app import ServeLimits, create_app
+
+    searcher = _open_searcher(settings)
+    return create_app(
+        searcher,
+        api_key=read_api_key(settings["api_key_file"]),
+        read_key_required=settings["read_key_required"],
+        allow_unauthenticated_writes=settings["allow_unauthenticated_writes"],
+        read_only=not settings["writable"],
+        limits=ServeLimits(**settings["limits"]),
+        batch_wait_ms=settings["batch_wait_ms"],
+        max_batch=settings["max_batch"],
+    )
+
+
+def worker_app():
+    """The app of one ``--workers`` process (a uvicorn factory; settings from the parent's environment)."""
+    _configure_logging()
+    return build_app(json.loads(os.environ[WORKER_ENV]))
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("colbert_az_pylate.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run ``colbert-az serve`` until interrupted."""
+    settings = _settings(args)
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f'serve needs the [serve] extra: pip install "colbert-az-pylate[serve]" ({first_line(exc)})'
+        ) from exc
+    _configure_logging()
+    mode = "read-write" if settings["writable"] else "read-only"
+    if args.workers > 1 and not args.read_only and (settings["api_key_file"] or args.allow_unauthenticated_writes):
+        print(
+            "note: with --workers > 1 the server is read-only (one process may hold the writer lock)", file=sys.stderr
+        )
+    if args.host not in ("127.0.0.1", "localhost", "::1") and read_api_key(args.api_key_file) is None:
+        print(f"warning: serving on {args.host} without a key: anyone who reaches the port can search", file=sys.stderr)
+    print(f"… serving {args.index} ({mode}) on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
+    common = {"host": args.host, "port": args.port, "access_log": False, "log_level": "warning"}
+    if args.workers > 1:
+        os.environ[WORKER_ENV] = json.dumps(settings)
+        uvicorn.run("colbert_az_pylate.serving.cli:worker_app", factory=True, workers=args.workers, **common)
+        return 0
+    uvicorn.run(build_app(settings), **common)
+    return 0
