@@ -16,6 +16,7 @@ PUBLIC_MODULES = [
     "colbert_az_pylate.retrieval",
     "colbert_az_pylate.training",
     "colbert_az_pylate.losses",
+    "colbert_az_pylate.integrations",
 ]
 
 
