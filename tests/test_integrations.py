@@ -223,6 +223,20 @@ def test_langchain_over_http_returns_the_same_documents_as_in_process_sync_and_a
     assert sent["body"] == {"queries": [QUERY], "k": 5, "exact": True, "group_by": "document", "subset": None}
 
 
+def test_concurrent_async_searches_each_get_their_own_answer(searcher, server):
+    queries = [QUERY, "Nizami Gəncəvi şair", "Bakı paytaxt", "late interaction"]
+    expected = [without_metadata(expected_hits(searcher, q, k=3)) for q in queries]
+
+    async def gather(retriever, call):
+        return await asyncio.gather(*(getattr(retriever, call)(q) for q in queries))
+
+    for target in ({"searcher": searcher}, {"url": server, "api_key": KEY}):
+        documents = asyncio.run(gather(LangChainRetriever(**target, k=3), "ainvoke"))
+        nodes = asyncio.run(gather(LlamaIndexRetriever(**target, k=3), "aretrieve"))
+        assert [documents_as_hits(d) for d in documents] == [nodes_as_hits(n) for n in nodes] == expected
+    assert [documents_as_hits(d) for d in LangChainRetriever(searcher=searcher, k=3).batch(queries)] == expected
+
+
 def test_langchain_per_call_settings_override_the_retrievers(searcher, server):
     for retriever in (LangChainRetriever(searcher=searcher), LangChainRetriever(url=server, api_key=KEY)):
         assert len(retriever.invoke(QUERY)) == 10

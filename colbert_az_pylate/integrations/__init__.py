@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from colbert_az_pylate.errors import InvalidArgumentError
@@ -60,12 +62,27 @@ def search_target(searcher: Any, url: str | None, api_key: str | None, timeout: 
     return searcher
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _searcher_lock(searcher: Any) -> threading.Lock:
+    """One lock per in-process searcher: threads (``ainvoke``, LangChain's ``batch``) search it one at a time."""
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(searcher)
+        if lock is None:
+            lock = _LOCKS[searcher] = threading.Lock()
+        return lock
+
+
 def search_hits(target: Any, query: str, k: int, exact: bool, group_by: str, subset: list[str] | None) -> list[dict]:
     """One query's hits as ``Hit.to_dict()`` dicts, from a Searcher or a :class:`SearchClient`."""
     if isinstance(target, SearchClient):
         return target.search(query, k, exact=exact, group_by=group_by, subset=subset)
     (query,), k, subset = check_search_arguments(query, k, exact, group_by, subset)
-    return [hit.to_dict() for hit in target.search(query, k, exact=exact, group_by=group_by, subset=subset)]
+    with _searcher_lock(target):
+        hits = target.search(query, k, exact=exact, group_by=group_by, subset=subset)
+    return [hit.to_dict() for hit in hits]
 
 
 async def asearch_hits(
