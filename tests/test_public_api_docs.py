@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "colbert_az_pylate.training",
     "colbert_az_pylate.losses",
     "colbert_az_pylate.integrations",
+    "colbert_az_pylate.serving",
 ]
 
 

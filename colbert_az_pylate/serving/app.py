@@ -127,7 +127,9 @@ class _Service:
         self.limits = limits
         self.backend = searcher.backend
         self.folder = Path(searcher.folder)
-        self.model_name = searcher.signature.name
+        recorded = searcher.signature.name  # a local model is named by its folder's name: no server paths
+        self.model_names = {recorded, Path(recorded).name}
+        self.model_name = Path(recorded).name if Path(recorded).is_absolute() or Path(recorded).exists() else recorded
         self.model_lock = threading.Lock()  # one encoding at a time: the model and its tokenizer are shared
         self.write_lock = threading.Lock()
         self.index_lock = threading.Lock()  # index reads: its payload file handle is shared
@@ -613,8 +615,7 @@ def create_app(
     @app.post("/v1/embeddings", summary="token vectors, as pylate's server returns them")
     async def embeddings(body: models.embedding, request: Request) -> dict:
         authorise(request, write=False)
-        names = {service.model_name, Path(service.model_name).name}
-        if body.model is not None and body.model not in names:
+        if body.model is not None and body.model not in service.model_names:
             raise ClientError(400, f"model {body.model!r} is not served here; this server serves {service.model_name}")
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:

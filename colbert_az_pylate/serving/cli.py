@@ -27,6 +27,7 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     """Add ``serve`` to the ``colbert-az`` sub-commands."""
     serve = commands.add_parser(
         "serve",
+        allow_abbrev=False,  # `--api-key KEY` must not pass for --api-key-file: keys never go on the command line
         help="serve an index over HTTP: search, add/delete documents, embeddings (the [serve] extra)",
         description="A search API over an index folder (FastAPI on uvicorn). Writes need the key from "
         f"--api-key-file (or ${KEY_ENV}); without one the server is read-only. Never put the key on the command line.",

@@ -1,0 +1,522 @@
+"""colbert-az serve: a real uvicorn on a free loopback port, called with httpx, over a tiny converted model."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from colbert_az_pylate.cli import main  # noqa: E402
+from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
+from colbert_az_pylate.serving import ServeLimits, create_app  # noqa: E402
+
+KEY = "test-key-ğüşıöçə"[:8] + "0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+TEXTS = {
+    "baku": "Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir.",
+    "sheki": "Şəki xan sarayı XVIII əsrdə tikilib, şəbəkə pəncərələri ilə məşhurdur.",
+    "nizami": "Nizami Gəncəvi Xəmsə adlı beş poemanın müəllifidir.",
+    "quba": "Quba alması və xalçaları ilə tanınan şimal bölgəsidir.",
+    "lankaran": "Lənkəran çay plantasiyaları və subtropik iqlimi ilə seçilir.",
+}
+
+
+class Server:
+    """uvicorn serving ``app`` in a thread on a free 127.0.0.1 port; ``stop()`` ends it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    from colbert_az_pylate import convert
+    from colbert_az_pylate.fixtures import build_checkpoint
+
+    root = tmp_path_factory.mktemp("serve-model")
+    return convert(build_checkpoint(root / "raw"), root / "model", verify=False) and root / "model"
+
+
+@pytest.fixture(scope="module")
+def model(model_folder):
+    from colbert_az_pylate import load
+
+    return load(model_folder)
+
+
+def _new_index(model, folder: Path) -> Searcher:
+    searcher = Searcher(model, folder, show_progress_bar=False)
+    searcher.index(list(TEXTS.values()), ids=list(TEXTS), metadata=[{"name": name} for name in TEXTS])
+    return searcher
+
+
+@pytest.fixture(scope="module")
+def served(model, tmp_path_factory):
+    """The main server: a writable index, a key, small limits."""
+    searcher = _new_index(model, tmp_path_factory.mktemp("served") / "index")
+    limits = ServeLimits(max_k=50, max_queries=8, max_documents=20, max_query_chars=300, max_body_bytes=200_000)
+    server = Server(create_app(searcher, api_key=KEY, limits=limits, batch_wait_ms=5))
+    yield server
+    server.stop()
+    searcher.index_store.close()
+
+
+def _search(server, query: str, **fields) -> list[dict]:
+    response = server.client.post("/search", json={"queries": [query], **fields})
+    assert response.status_code == 200, response.text
+    return response.json()["results"][0]["hits"]
+
+
+def _found(server, doc_id: str, text: str) -> bool:
+    hits = _search(server, text, k=1, subset=[doc_id])
+    return bool(hits) and hits[0]["id"] == doc_id
+
+
+def _assert_one_line_error(response, status: int | tuple) -> str:
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in statuses, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"].strip()
+    assert "\n" not in body["error"] and "Traceback" not in response.text and "/tmp" not in body["error"]
+    return body["error"]
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def test_search_answers_ranked_hits_with_text_metadata_passage_and_span(served):
+    response = served.client.post("/search", json={"queries": [TEXTS["sheki"], TEXTS["quba"]], "k": 3, "exact": True})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [result["query"] for result in results] == [TEXTS["sheki"], TEXTS["quba"]]
+    best = results[0]["hits"][0]
+    assert best == {
+        "id": "sheki",
+        "score": pytest.approx(best["score"]),
+        "text": TEXTS["sheki"],
+        "metadata": {"name": "sheki"},
+        "passage": 0,
+        "span": [0, len(TEXTS["sheki"])],
+    }
+    scores = [hit["score"] for hit in results[0]["hits"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 3
+    assert results[1]["hits"][0]["id"] == "quba"
+    assert _search(served, TEXTS["nizami"], k=2, group_by="passage")[0]["id"] == "nizami"
+
+
+def test_search_answers_the_same_hits_as_the_searcher_in_process(served, model):
+    folder = served.service.folder
+    local = Searcher.open(folder, model=model, show_progress_bar=False)
+    for query in ("Bakı paytaxt", "Şəki sarayı", "poema"):
+        expected = [hit.to_dict() for hit in local.search(query, k=4)]
+        got = _search(served, query, k=4)
+        assert [hit["id"] for hit in got] == [hit["id"] for hit in expected]
+        assert [hit["score"] for hit in got] == pytest.approx([hit["score"] for hit in expected], rel=1e-5)
+
+
+def test_health_names_the_model_backend_size_and_commit_and_docs_are_served(served, model_folder):
+    health = served.client.get("/health").json()
+    assert health["status"] == "ok" and health["backend"] == "voyager" and health["writable"] is True
+    assert health["model"] == Path(model_folder).name and isinstance(health["commit"], int)
+    assert health["documents"] >= len(TEXTS)
+    assert served.client.get("/docs").status_code == 200
+    paths = served.client.get("/openapi.json").json()["paths"]
+    assert {"/search", "/documents", "/v1/embeddings", "/health", "/compact"} <= set(paths)
+
+
+def test_embeddings_answer_like_pylates_server_with_the_models_vectors(served, model, model_folder):
+    response = served.client.post("/v1/embeddings", json={"input": ["Bakı", "Şəki xan sarayı"], "is_query": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [item["index"] for item in body["data"]] == [0, 1] and body["data"][0]["object"] == "embedding"
+    expected = model.encode(["Bakı", "Şəki xan sarayı"], is_query=True, convert_to_numpy=True)
+    for item, vectors in zip(body["data"], expected, strict=True):
+        np.testing.assert_allclose(np.array(item["embedding"]), vectors, atol=1e-5)
+    assert body["usage"]["prompt_tokens"] == sum(len(v) for v in expected)
+    document = served.client.post(
+        "/v1/embeddings", json={"input": "Quba alması", "is_query": False, "model": Path(model_folder).name}
+    ).json()
+    np.testing.assert_allclose(
+        np.array(document["data"][0]["embedding"]),
+        model.encode(["Quba alması"], is_query=False, convert_to_numpy=True)[0],
+        atol=1e-5,
+    )
+    wrong = served.client.post("/v1/embeddings", json={"input": "Bakı", "model": "lightonai/GTE-ModernColBERT-v1"})
+    assert "not served here" in _assert_one_line_error(wrong, 400)
+
+
+def test_concurrent_queries_share_forward_passes_and_get_their_own_hits(served):
+    batcher = served.service.batcher
+    calls, texts = batcher.calls, batcher.texts
+    queries = [TEXTS[name] for name in TEXTS] * 4
+    with ThreadPoolExecutor(len(queries)) as pool:
+        hits = list(pool.map(lambda query: _search(served, query, k=1, exact=True)[0], queries))
+    assert [hit["text"] for hit in hits] == queries  # each request got the hits of its own query
+    assert batcher.texts - texts == len(queries)
+    assert batcher.calls - calls < len(queries)  # fewer forward passes than requests
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def test_added_documents_are_found_by_the_next_search_and_deleted_ones_are_gone(served):
+    text = "Qəbələ Qafqaz Albaniyasının qədim paytaxtı olub."
+    response = served.client.post(
+        "/documents",
+        json={"documents": [{"id": "qabala", "text": text, "metadata": {"region": "şimal"}}]},
+        headers=AUTH,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["added"] == 1 and isinstance(response.json()["commit"], int)
+    hit = _search(served, text, k=1, exact=True)[0]
+    assert (hit["id"], hit["metadata"]) == ("qabala", {"region": "şimal"})
+    again = served.client.post("/documents", json={"documents": [{"id": "qabala", "text": text}]}, headers=AUTH)
+    assert "already in the index" in _assert_one_line_error(again, 400)
+    upserted = served.client.post(
+        "/documents", json={"documents": [{"id": "qabala", "text": text + " Yenilənib."}], "upsert": True}, headers=AUTH
+    )
+    assert upserted.status_code == 200 and _search(served, text, k=1, exact=True)[0]["text"].endswith("Yenilənib.")
+    deleted = served.client.request("DELETE", "/documents", json={"ids": ["qabala"]}, headers=AUTH)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] == 1
+    assert "qabala" not in [hit["id"] for hit in _search(served, text, k=50, exact=True)]
+    gone = served.client.request("DELETE", "/documents", json={"ids": ["qabala"]}, headers=AUTH)
+    assert "not in the index" in _assert_one_line_error(gone, 400)
+
+
+def test_concurrent_writes_and_searches_lose_nothing(served):
+    acknowledged, failures = [], []
+
+    def write(worker: int) -> None:
+        for batch in range(3):
+            docs = [
+                {"id": f"w{worker}-{batch}-{n}", "text": f"Sənəd {worker} {batch} {n}: Gəncə, Şamaxı, Naxçıvan."}
+                for n in range(3)
+            ]
+            response = served.client.post("/documents", json={"documents": docs}, headers=AUTH)
+            if response.status_code == 200:
+                acknowledged.extend(docs)
+            else:
+                failures.append(response.text)
+
+    def read(_: int) -> None:
+        for _ in range(6):
+            response = served.client.post("/search", json={"queries": ["Gəncə Şamaxı"], "k": 5})
+            if response.status_code != 200:
+                failures.append(response.text)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda job: job[0](job[1]), [(write, w) for w in range(4)] + [(read, r) for r in range(4)]))
+    assert not failures
+    assert len(acknowledged) == 36
+    assert all(_found(served, doc["id"], doc["text"]) for doc in acknowledged)
+
+
+def test_a_request_while_the_index_is_being_compacted_is_answered(served, monkeypatch):
+    store = served.service.writer.index_store
+    compacting = threading.Event()
+    real_compact = store.compact
+
+    def slow_compact():
+        compacting.set()
+        time.sleep(1.0)
+        return real_compact()
+
+    monkeypatch.setattr(store, "compact", slow_compact)
+    served.client.post("/documents", json={"documents": [{"id": "tmp", "text": "Müvəqqəti sənəd."}]}, headers=AUTH)
+    served.client.request("DELETE", "/documents", json={"ids": ["tmp"]}, headers=AUTH)
+    with ThreadPoolExecutor(1) as pool:
+        compaction = pool.submit(served.client.post, "/compact", headers=AUTH)
+        assert compacting.wait(10)
+        assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"  # searches go on
+        write = served.client.post("/documents", json={"documents": [{"id": "x", "text": "Xaçmaz"}]}, headers=AUTH)
+        assert "being compacted" in _assert_one_line_error(write, 409)
+        assert write.headers["retry-after"] == "1"
+        assert compaction.result().status_code == 200
+    assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"
+    assert served.client.post(
+        "/documents", json={"documents": [{"id": "x", "text": "Xaçmaz"}]}, headers=AUTH
+    ).is_success
+
+
+# ------------------------------------------------------------------------------------------------ keys
+def test_writes_need_the_right_key(served):
+    doc = {"documents": [{"id": "k", "text": "Açarsız yazı"}]}
+    assert "missing API key" in _assert_one_line_error(served.client.post("/documents", json=doc), 401)
+    wrong = served.client.post("/documents", json=doc, headers={"Authorization": "Bearer nope"})
+    assert _assert_one_line_error(wrong, 401) == "wrong API key" and wrong.headers["www-authenticate"] == "Bearer"
+    basic = served.client.post("/documents", json=doc, headers={"Authorization": f"Basic {KEY}"})
+    _assert_one_line_error(basic, 401)
+    prefix = served.client.post("/documents", json=doc, headers={"Authorization": f"Bearer {KEY[:-1]}"})
+    _assert_one_line_error(prefix, 401)
+    _assert_one_line_error(served.client.request("DELETE", "/documents", json={"ids": ["baku"]}), 401)
+    _assert_one_line_error(served.client.post("/compact"), 401)
+    assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"  # reads need no key here
+
+
+def test_without_a_key_the_server_is_read_only_and_with_read_keys_searches_need_it(served, model):
+    folder = served.service.folder
+    reader = Searcher.open(folder, model=model, show_progress_bar=False)
+    open_server = Server(create_app(reader))
+    locked_server = Server(create_app(reader, api_key=KEY, read_key_required=True, read_only=True))
+    try:
+        refused = open_server.client.post("/documents", json={"documents": [{"id": "z", "text": "Zaqatala"}]})
+        assert "read-only" in _assert_one_line_error(refused, 403)
+        assert open_server.client.get("/health").json()["writable"] is False
+        _assert_one_line_error(locked_server.client.post("/search", json={"queries": ["Bakı"]}), 401)
+        _assert_one_line_error(locked_server.client.get("/health"), 401)
+        assert locked_server.client.post("/search", json={"queries": ["Bakı"]}, headers=AUTH).status_code == 200
+        with_key = locked_server.client.post("/documents", json={"documents": [{"id": "z", "text": "Z"}]}, headers=AUTH)
+        assert "read-only" in _assert_one_line_error(with_key, 403)
+        # a commit of another writer (the main server) is seen by this read-only server without a restart
+        text = "Zaqatala fındıq bağları ilə tanınır."
+        assert served.client.post("/documents", json={"documents": [{"id": "zaqatala", "text": text}]}, headers=AUTH)
+        assert _found(open_server, "zaqatala", text)
+    finally:
+        open_server.stop()
+        locked_server.stop()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _big_chunks(size: int, piece: int = 65536):
+    yield b'{"queries": ["'
+    for _ in range(size // piece):
+        yield b"a" * piece
+    yield b'"]}'
+
+
+def _raw(body, headers=None) -> dict:
+    return {"content": body, "headers": {"content-type": "application/json", **(headers or {})}}
+
+
+def _docs(*documents) -> dict:
+    return {"json": {"documents": list(documents)}, "headers": AUTH}
+
+
+def _q(**fields) -> dict:
+    return {"json": {"queries": ["Bakı"], **fields}}
+
+
+BAD_REQUESTS = {
+    "malformed JSON": ("POST", "/search", _raw(b'{"queries": ["Bak'), 400),
+    "invalid UTF-8": ("POST", "/search", _raw(b'{"queries": ["\xff\xfe"]}'), 400),
+    "not JSON content type": ("POST", "/search", {"content": b"q=1", "headers": {"content-type": "text/plain"}}, 422),
+    "no body": ("POST", "/search", {}, 422),
+    "body is a list": ("POST", "/search", {"json": ["Bakı"]}, 422),
+    "queries is a string": ("POST", "/search", {"json": {"queries": "Bakı"}}, 422),
+    "query is a number": ("POST", "/search", {"json": {"queries": [1]}}, 422),
+    "k is a string": ("POST", "/search", _q(k="10"), 422),
+    "k is a float": ("POST", "/search", _q(k=2.5), 422),
+    "k is a boolean": ("POST", "/search", _q(k=True), 422),
+    "k is null": ("POST", "/search", _q(k=None), 422),
+    "k is zero": ("POST", "/search", _q(k=0), 400),
+    "k is negative": ("POST", "/search", _q(k=-5), 400),
+    "k is huge": ("POST", "/search", _q(k=10**12), 400),
+    "k is beyond int64": ("POST", "/search", _q(k=10**30), (400, 422)),
+    "unknown field": ("POST", "/search", _q(top_k=3), 422),
+    "unknown group_by": ("POST", "/search", _q(group_by="sentence"), 422),
+    "subset is one id": ("POST", "/search", _q(subset="baku"), 422),
+    "empty queries": ("POST", "/search", {"json": {"queries": []}}, 400),
+    "empty query": ("POST", "/search", {"json": {"queries": [""]}}, 400),
+    "whitespace query": ("POST", "/search", {"json": {"queries": [" \t\u3000"]}}, 400),
+    "lone surrogate": ("POST", "/search", _raw(b'{"queries": ["\\ud800"]}'), 400),
+    "too long query": ("POST", "/search", {"json": {"queries": ["ə" * 301]}}, 413),
+    "too many queries": ("POST", "/search", {"json": {"queries": ["Bakı"] * 9}}, 413),
+    "10 MB body": ("POST", "/search", {"json": {"queries": ["a" * 10_000_000]}}, 413),
+    "10 MB streamed body": ("POST", "/search", _raw(_big_chunks(10_000_000)), 413),
+    "deeply nested JSON": ("POST", "/search", _raw(b"[" * 50_000 + b"]" * 50_000), (400, 422)),
+    "document without id": ("POST", "/documents", _docs({"text": "Bakı"}), 422),
+    "document id is a number": ("POST", "/documents", _docs({"id": 5, "text": "Bakı"}), 422),
+    "metadata is a list": ("POST", "/documents", _docs({"id": "m", "text": "Bakı", "metadata": [1]}), 422),
+    "empty document": ("POST", "/documents", _docs({"id": "e", "text": "  "}), 400),
+    "no documents": ("POST", "/documents", _docs(), 400),
+    "too many documents": ("POST", "/documents", _docs(*({"id": str(i), "text": "x"} for i in range(21))), 413),
+    "duplicate ids": ("POST", "/documents", _docs({"id": "d", "text": "x"}, {"id": "d", "text": "y"}), 400),
+    "empty id": ("POST", "/documents", _docs({"id": "", "text": "x"}), 400),
+    "lone surrogate in metadata": (
+        "POST", "/documents", _raw(b'{"documents": [{"id": "s", "text": "x", "metadata": {"\\udc00": 1}}]}', AUTH), 400
+    ),
+    "delete nothing": ("DELETE", "/documents", {"json": {"ids": []}, "headers": AUTH}, 400),
+    "delete unknown id": ("DELETE", "/documents", {"json": {"ids": ["no-such-id"]}, "headers": AUTH}, 400),
+    "embeddings of nothing": ("POST", "/v1/embeddings", {"json": {"input": []}}, 400),
+    "embeddings, unknown field": ("POST", "/v1/embeddings", {"json": {"input": "Bakı", "dimensions": 8}}, 422),
+    "unknown endpoint": ("GET", "/nowhere", {}, 404),
+    "wrong method": ("GET", "/search", {}, 405),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS), ids=list(BAD_REQUESTS))
+def test_bad_input_is_a_one_line_4xx_and_the_server_keeps_serving(served, case):
+    method, path, kwargs, status = BAD_REQUESTS[case]
+    _assert_one_line_error(served.client.request(method, path, **kwargs), status)
+    assert _search(served, TEXTS["lankaran"], k=1, exact=True)[0]["id"] == "lankaran"
+
+
+def test_unicode_edge_cases_are_searched_and_stored_as_given(served):
+    texts = {
+        "emoji": "Bakı 🌊🇦🇿 Xəzər",
+        "rtl": "باكو پایتخت آذربایجان",
+        "combining": "Şəki" + "\u0307\u0301" + " sarayı",
+        "zero-width": "Gən\u200bcə\u200d şəhəri\ufeff",
+        "nul": "Quba\x00 alması",
+        "cjk": "巴库是阿塞拜疆的首都",
+    }
+    docs = [{"id": f"u-{name}", "text": text, "metadata": {"name": name}} for name, text in texts.items()]
+    assert served.client.post("/documents", json={"documents": docs}, headers=AUTH).status_code == 200
+    for name, text in texts.items():
+        hits = _search(served, text, k=1, subset=[f"u-{name}"])
+        assert (hits[0]["text"], hits[0]["metadata"]) == (text, {"name": name})
+
+
+def test_an_internal_error_is_one_line_500_without_traceback_and_the_server_keeps_serving(served, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals /srv/index\nline two")
+
+    monkeypatch.setattr(served.service, "search", broken)
+    with caplog.at_level(logging.ERROR, logger="colbert_az_pylate.serve"):
+        response = served.client.post("/search", json={"queries": ["Bakı"]})
+    assert _assert_one_line_error(response, 500) == "internal error (logged on the server)"
+    assert "secret" not in response.text and any(
+        "secret internals" in r.getMessage() or r.exc_info for r in caplog.records
+    )
+    monkeypatch.undo()
+    assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"
+
+
+def test_the_access_log_names_requests_but_never_their_text(served, caplog):
+    secret = "Gizli mətn: Naftalan neft vannaları"
+    with caplog.at_level(logging.INFO, logger="colbert_az_pylate.serve.access"):
+        served.client.post("/documents", json={"documents": [{"id": "log", "text": secret}]}, headers=AUTH)
+        served.client.post("/search", json={"queries": [secret]})
+        deadline = time.monotonic() + 5  # the line is written once the response is sent
+        while time.monotonic() < deadline and not any("/search" in r.getMessage() for r in caplog.records):
+            time.sleep(0.01)
+    lines = [record.getMessage() for record in caplog.records if record.name == "colbert_az_pylate.serve.access"]
+    assert any('"POST /documents" 200' in line for line in lines) and any(
+        '"POST /search" 200' in line for line in lines
+    ), lines
+    assert not any("Naftalan" in line or "Gizli" in line for line in lines)
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def test_serve_refuses_bad_settings_in_one_line_before_loading_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("COLBERT_AZ_API_KEY", raising=False)
+    empty_key = tmp_path / "key"
+    empty_key.write_text("\n")
+    cases = [
+        ([str(tmp_path / "missing")], "not an index folder"),
+        ([str(tmp_path), "--api-key-file", str(empty_key)], "is empty"),
+        ([str(tmp_path), "--api-key-file", str(tmp_path / "nokey")], "cannot read the API key file"),
+        ([str(tmp_path), "--require-key-for-reads"], "needs a key"),
+        ([str(tmp_path), "--max-k", "0"], "--max-k must be"),
+        ([str(tmp_path), "--workers", "0"], "--workers must be"),
+    ]
+    for argv, message in cases:
+        assert main(["serve", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exit_:  # a key on the command line is not taken for --api-key-file
+        main(["serve", str(tmp_path), "--api-key", "x"])
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_served_index_keeps_its_last_commit_after_sigkill_during_a_write(model_folder, model, tmp_path):
+    """The real command in a subprocess: killed with SIGKILL while a write is in flight, restarted, every
+    acknowledged document is there and the index opens."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _new_index(model, tmp_path / "index").index_store.close()
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
+
+    def start():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(tmp_path / "index"), "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, "--api-key-file", str(key_file)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()
+            try:
+                if client.get("/health").status_code == 200:
+                    return process, client
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+
+    process, client = start()
+    acknowledged = []
+    try:
+        for batch in range(3):
+            docs = [{"id": f"k{batch}-{n}", "text": f"Kəlbəcər {batch} {n} bulaqları"} for n in range(5)]
+            assert client.post("/documents", json={"documents": docs}, headers=AUTH).status_code == 200
+            acknowledged += docs
+        big = [{"id": f"lost-{n}", "text": "Şuşa qalası " * 200 + str(n)} for n in range(20)]
+        writer = threading.Thread(
+            target=lambda: _ignore(lambda: client.post("/documents", json={"documents": big}, headers=AUTH))
+        )
+        writer.start()
+        time.sleep(0.5)  # the big write is encoding or committing
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        writer.join(30)
+    finally:
+        client.close()
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    process, client = start()
+    try:
+        health = client.get("/health").json()
+        assert health["documents"] in (len(TEXTS) + len(acknowledged), len(TEXTS) + len(acknowledged) + len(big))
+        for doc in acknowledged:
+            hits = client.post("/search", json={"queries": [doc["text"]], "k": 1, "subset": [doc["id"]]}).json()
+            assert hits["results"][0]["hits"][0]["id"] == doc["id"]
+        text = "Şuşa Cıdır düzü"
+        assert client.post("/documents", json={"documents": [{"id": "after", "text": text}]}, headers=AUTH).is_success
+    finally:
+        client.close()
+        process.kill()
+        process.wait(30)
+        process.stderr.close()
+
+
+def _ignore(call) -> None:
+    with contextlib.suppress(httpx.TransportError):
+        call()
