@@ -219,6 +219,7 @@ class _Service:
                 "documents": len(self.reader),
                 "commit": getattr(store, "generation", None),
                 "writable": self.writer is not None,
+                "query_batches": {"forward_passes": self.batcher.calls, "queries": self.batcher.texts},
             }
 
     # -- writing
