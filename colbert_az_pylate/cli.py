@@ -1,4 +1,4 @@
-"""The ``colbert-az`` command: convert, verify, evaluate, train, encode, index, search, demo, serve.
+"""The ``colbert-az`` command: convert, verify, export, evaluate, train, encode, index, search, demo, serve.
 
 Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
 failed, 2 bad input (one ``error:`` line saying what is wrong and what to do), 3 internal error (one line;
@@ -69,12 +69,44 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.encoder != "torch":
+        return _verify_encoder(args)
     from colbert_az_pylate.conversion import verify
 
     _progress(not args.json)(f"verifying {args.model} against the model card's code")
     report = verify(args.model, args.reference, probes=_read_probes(args.probes), dataset=args.dataset)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0 if report.passed else EXIT_PARITY_FAILED
+
+
+def _verify_encoder(args: argparse.Namespace) -> int:
+    """``verify --encoder onnx|openvino``: the exported graph against pylate's torch encoder, within its budget."""
+    from colbert_az_pylate.encoders import check_encoder, verify_encoder
+
+    encoder, quantize = check_encoder(args.encoder, args.quantize)
+    if args.reference:
+        raise InvalidArgumentError("--reference is the model card's code; with --encoder the reference is torch")
+    _progress(not args.json)(f"verifying the {encoder} encoder of {args.model} against pylate's torch encoder")
+    report = verify_encoder(args.model, encoder, quantize, probes=_read_probes(args.probes), dataset=args.dataset)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.passed else EXIT_PARITY_FAILED
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from colbert_az_pylate.encoders.export import export_model
+
+    step = _progress(not args.json)
+    folder, record = export_model(
+        args.model, args.output, args.encoder, args.quantize, overwrite=args.overwrite, on_step=step
+    )
+    if args.json:
+        print(json.dumps({"folder": str(folder), **record.to_dict()}, indent=2))
+        return 0
+    graphs = ", ".join(f"{key} ({record.graphs[key]})" for key in sorted(record.graphs))
+    print(f"exported into {folder}/encoders: {graphs}")
+    quantize = f" --quantize {args.quantize}" if args.quantize else ""
+    print(f"check it with: colbert-az verify {args.output or args.model} --encoder {args.encoder}{quantize}")
+    return 0
 
 
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -137,6 +169,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         override=args.override,
         batch_size=args.batch_size,
         pool_factor=args.pool_factor,
+        encoder=args.encoder,
+        quantize=args.quantize,
         **server,
     )
     searcher.show_progress_bar = not args.json
@@ -230,7 +264,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_count(args.k, "-k")
     from colbert_az_pylate.retrieval.searcher import Searcher
 
-    searcher = Searcher.open(args.index, model=args.model, show_progress_bar=False, **_qdrant_server(args))
+    searcher = Searcher.open(
+        args.index,
+        model=args.model,
+        show_progress_bar=False,
+        encoder=args.encoder,
+        quantize=args.quantize,
+        **_qdrant_server(args),
+    )
     results = searcher.search(
         args.queries, k=args.k, exact=args.exact, group_by="passage" if args.passages else "document"
     )
@@ -310,7 +351,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     table, report = [], {}
     for name in args.models:
         step(f"evaluating {name} ({args.protocol})")
-        model = load(name, device=args.device)
+        model = load(name, device=args.device, encoder=args.encoder, quantize=args.quantize)
         run_file = None
         if args.protocol == "triplets":
             result = protocols.evaluate_triplet_rows(model, rows, show_progress_bar=not args.json)
@@ -400,7 +441,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("model", help="converted folder (or the hub id of one)")
     verify.add_argument("--reference", help="colbert-az folder the reference runs on (default: MODEL itself)")
+    add_encoder_arguments(verify, "check this exported encoder against pylate's torch encoder instead (its budget)")
     verify.set_defaults(handler=cmd_verify)
+
+    export = commands.add_parser(
+        "export",
+        help="export the backbone to ONNX (and int8 for OpenVINO) for fast CPU encoding, beside the pylate files",
+        description="Write MODEL's backbone as an ONNX graph (and, with --encoder openvino --quantize int8, its "
+        "int8-weight graph) into "
+        "OUTPUT/encoders (default: MODEL/encoders); the folder still loads in plain pylate and the card's code.",
+    )
+    export.add_argument("model", help="converted folder, raw colbert-az layout or hub id")
+    export.add_argument("output", nargs="?", help="new folder: MODEL's pylate files plus the export (default: MODEL)")
+    export.add_argument("--encoder", required=True, choices=["onnx", "openvino"], help="the runtime to export for")
+    export.add_argument("--quantize", choices=["int8"], help="also write the int8-weight graph (--encoder openvino)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT folder")
+    export.add_argument("--json", action="store_true", help="print the export record as JSON")
+    export.set_defaults(handler=cmd_export)
 
     index = commands.add_parser(
         "index",
@@ -418,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="index the shards written by `colbert-az encode --out DIR` instead of a corpus (nothing re-encoded)",
     )
     index.add_argument("--index", required=True, help="index folder")
+    add_encoder_arguments(index)
     index.add_argument("--id-column", default="id")
     index.add_argument("--text-column", default="text")
     index.add_argument("--split", default="train", help="split of a datasets corpus (default: train)")
@@ -490,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--model", help="model to encode queries with (default: the one recorded in the index)")
     _server_arguments(search)
+    add_encoder_arguments(search, "what encodes the queries")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")
     search.set_defaults(handler=cmd_search)
 
@@ -519,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where TREC run files are saved, one per model (TAG.PROTOCOL.trec; '' for none)",
     )
     evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
+    add_encoder_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -546,6 +606,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", help="AZ-MIRAGE dataset.json whose texts are added as extra probes (optional)")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def add_encoder_arguments(parser: argparse.ArgumentParser, what: str = "what runs the model's backbone") -> None:
+    """``--encoder``/``--quantize`` (see :func:`colbert_az_pylate.load`), the same on every command that encodes."""
+    parser.add_argument(
+        "--encoder",
+        default="torch",
+        choices=["torch", "onnx", "openvino"],
+        help=f"{what}: torch (pylate as is, default), onnx (ONNX Runtime) or openvino; exported once if needed",
+    )
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="int8 weights (--encoder openvino; faster, see the README for the cost)"
+    )
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:

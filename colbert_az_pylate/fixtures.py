@@ -206,3 +206,54 @@ def build_checkpoint(
     projection = torch.nn.Linear(hidden_size, embedding_dim, bias=False)
     torch.save(projection.state_dict(), folder / "projection.pt")
     return folder
+
+
+def build_full_size_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A checkpoint with colbert-az's full-size architecture and random weights, for speed measurements only.
+
+    ModernBERT (mmBERT-base-en-az's shape): hidden 768, 22 layers, 12 heads, intermediate 1152, global attention
+    every 3 layers, local window 128, a 71,751-row vocabulary, plus a 768→128 projection — 165M parameters. The
+    tokenizer is the small trained Gemma-like one of :func:`build_checkpoint` (its ids are a subset of the rows):
+    texts tokenize into more, shorter pieces than with the real tokenizer, which only changes lengths before the
+    query padding and document truncation.
+
+    Parameters
+    ----------
+    folder : Path
+        Where to write (created if missing).
+    seed : int, default 0
+        Seed of the random weights.
+
+    Returns
+    -------
+    Path
+        ``folder`` in the colbert-az layout.
+
+    Examples
+    --------
+    >>> build_full_size_checkpoint  # doctest: +ELLIPSIS
+    <function build_full_size_checkpoint at ...>
+    """
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _wrap(gemma_tokenizer(), GEMMA_SPECIALS, "<bos>", "<eos>")
+    tokenizer.save_pretrained(folder)
+    config = ModernBertConfig(
+        vocab_size=71_751,
+        hidden_size=768,
+        num_hidden_layers=22,
+        num_attention_heads=12,
+        intermediate_size=1152,
+        max_position_embeddings=8192,
+        global_attn_every_n_layers=3,
+        local_attention=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        cls_token_id=tokenizer.eos_token_id,
+        sep_token_id=tokenizer.eos_token_id,
+    )
+    ModernBertModel(config).save_pretrained(folder)
+    torch.save(torch.nn.Linear(768, 128, bias=False).state_dict(), folder / "projection.pt")
+    return folder

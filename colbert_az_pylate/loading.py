@@ -81,7 +81,7 @@ def _file_sizes(folder: Path) -> dict[str, int]:
     return {
         path.relative_to(folder).as_posix(): path.stat().st_size
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != COMPLETE_FILE
+        if path.is_file() and path.name != COMPLETE_FILE and path.relative_to(folder).parts[0] != "encoders"
     }
 
 
@@ -132,12 +132,23 @@ def _pylate_model(folder: Path, device: str | None, kwargs: dict):
     return ColBERT(str(folder), device=device, **kwargs)
 
 
+def _with_encoder(model, folder: Path, encoder: str, quantize: str | None, threads: int | None):
+    if encoder == "torch":
+        return model
+    from colbert_az_pylate.encoders.runtime import use_exported_encoder
+
+    return use_exported_encoder(model, folder, encoder, quantize, threads=threads)
+
+
 def load(
     source: str | Path,
     device: str | None = None,
     *,
     revision: str | None = None,
     cache_dir: str | Path | None = None,
+    encoder: str = "torch",
+    quantize: str | None = None,
+    threads: int | None = None,
     **kwargs,
 ):
     """A ``pylate.models.ColBERT`` that encodes exactly like the model card's code.
@@ -154,6 +165,14 @@ def load(
         The hub revision of a hub id.
     cache_dir : str or Path, optional
         Where raw checkpoints are converted to; :func:`default_cache_dir` by default.
+    encoder : str, default "torch"
+        What runs the backbone inside pylate's ``encode``: ``"torch"`` (pylate as is), ``"onnx"`` (ONNX Runtime)
+        or ``"openvino"`` — faster on CPU, within the parity budget ``colbert-az verify --encoder`` reports
+        (:mod:`colbert_az_pylate.encoders`). The graph is exported into the folder once when it has none.
+    quantize : str, optional
+        ``"int8"``: the int8 graph of ``encoder`` (faster still, at the cost in quality docs/benchmarks.md gives).
+    threads : int, optional
+        Intra-op threads of the ONNX Runtime / OpenVINO encoder (default: the physical cores).
     **kwargs
         Passed to ``pylate.models.ColBERT``.
 
@@ -180,15 +199,23 @@ def load(
     >>> model.encode(["Bakı"], is_query=True, show_progress_bar=False)[0].shape
     (32, 24)
     """
+    from colbert_az_pylate.encoders.export import check_encoder
+
+    encoder, quantize = check_encoder(encoder, quantize)
+    if encoder != "torch":
+        from colbert_az_pylate.encoders.export import require_runtime
+
+        require_runtime(encoder)  # before any conversion work
     folder = resolve_source(source, revision)
     if is_converted(folder):
         check_weights(folder)
         try:
-            return _pylate_model(folder, device, kwargs)
+            model = _pylate_model(folder, device, kwargs)
         except (ColbertAzError, TypeError):
             raise
         except Exception as exc:  # a damaged or incompatible folder of the user's
             raise CheckpointError(f"pylate cannot load {folder}: {first_line(exc)[:200]}") from exc
+        return _with_encoder(model, folder, encoder, quantize, threads)
     check_layout(folder)
     target = Path(os.path.abspath(Path(cache_dir or default_cache_dir()).expanduser()))
     target = target / f"{folder.name}-{checkpoint_fingerprint(folder)}"
@@ -196,10 +223,11 @@ def load(
         convert(folder, target, overwrite=target.exists())
         mark_complete(target)
     try:
-        return _pylate_model(target, device, kwargs)
+        model = _pylate_model(target, device, kwargs)
     except (ColbertAzError, TypeError):
         raise
     except Exception:  # the cached conversion was damaged after it was recorded: build it again, once
         convert(folder, target, overwrite=True)
         mark_complete(target)
-        return _pylate_model(target, device, kwargs)
+        model = _pylate_model(target, device, kwargs)
+    return _with_encoder(model, target, encoder, quantize, threads)

@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "colbert_az_pylate.losses",
     "colbert_az_pylate.integrations",
     "colbert_az_pylate.serving",
+    "colbert_az_pylate.encoders",
 ]
 
 

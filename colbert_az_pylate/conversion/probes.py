@@ -61,6 +61,61 @@ def packaged_probe_texts() -> list[str]:
     return [*texts, " ".join(texts)]
 
 
+def load_az_mirage_pairs(path: str | Path, limit: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Up to ``limit`` (question, first answer) pairs sampled with ``seed`` from an AZ-MIRAGE ``dataset.json``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The AZ-MIRAGE ``dataset.json`` (a list of entries with ``query`` and ``answer``).
+    limit : int
+        How many pairs at most; entries without a text answer are skipped.
+    seed : int, default 0
+        Seed of the sample, so that a run is repeatable.
+
+    Returns
+    -------
+    list[tuple[str, str]]
+        The sampled pairs.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "dataset.json"
+    ...     _ = path.write_text(json.dumps([{"query": "Bakı haradadır?", "answer": ["Xəzərin sahilində."]}]))
+    ...     load_az_mirage_pairs(path, limit=5)
+    [('Bakı haradadır?', 'Xəzərin sahilində.')]
+    """
+    pairs = []
+    for entry in _sample_entries(path, limit, seed, with_answer=True):
+        pairs.append((entry["query"], entry["answer"][0]))
+    return pairs
+
+
+def _first_answer(entry: dict) -> str | None:
+    answers = entry.get("answer")
+    return answers[0] if isinstance(answers, list) and answers and isinstance(answers[0], str) else None
+
+
+def _sample_entries(path: str | Path, limit: int, seed: int, with_answer: bool = False) -> list[dict]:
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataFormatError(f"cannot read the probe data set {path}: {exc.strerror or first_line(exc)}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path} is not a JSON data set ({first_line(exc)})") from exc
+    entries_ok = isinstance(entries, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("query"), str) for entry in entries
+    )
+    if not entries_ok:
+        raise DataFormatError(f"{path} must be a JSON list of AZ-MIRAGE entries, each with a text 'query'")
+    if with_answer:
+        entries = [entry for entry in entries if _first_answer(entry) is not None]
+    return random.Random(seed).sample(entries, min(limit, len(entries)))
+
+
 def load_az_mirage_texts(path: str | Path, limit: int, seed: int = 0) -> list[str]:
     """Up to ``limit`` questions and answers sampled with ``seed`` from an AZ-MIRAGE ``dataset.json``.
 
@@ -87,26 +142,12 @@ def load_az_mirage_texts(path: str | Path, limit: int, seed: int = 0) -> list[st
     ...     load_az_mirage_texts(path, limit=5)
     ['Bakı haradadır?', 'Xəzərin sahilində.']
     """
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataFormatError(f"cannot read the probe data set {path}: {exc.strerror or first_line(exc)}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path} is not a JSON data set ({first_line(exc)})") from exc
-    entries_ok = isinstance(entries, list) and all(
-        isinstance(entry, dict) and isinstance(entry.get("query"), str) for entry in entries
-    )
-    if not entries_ok:
-        raise DataFormatError(f"{path} must be a JSON list of AZ-MIRAGE entries, each with a text 'query'")
-    rng = random.Random(seed)
-    chosen = rng.sample(entries, min(limit, len(entries)))
     texts: list[str] = []
-    for entry in chosen:
+    for entry in _sample_entries(path, limit, seed):
         texts.append(entry["query"])
-        answers = entry.get("answer")
-        if isinstance(answers, list) and answers and isinstance(answers[0], str):
-            texts.append(answers[0])
+        answer = _first_answer(entry)
+        if answer is not None:
+            texts.append(answer)
     return texts[:limit]
 
 

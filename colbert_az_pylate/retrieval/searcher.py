@@ -229,12 +229,17 @@ def encode_document_vectors(
     return vectors
 
 
-def _resolve_model(model):
+def _resolve_model(model, encoder: str = "torch", quantize: str | None = None):
     if isinstance(model, (str, Path)):
         from colbert_az_pylate.loading import load
 
         name = str(Path(model).resolve()) if Path(model).exists() else str(model)
-        return load(model), name
+        return load(model, encoder=encoder, quantize=quantize), name
+    if encoder != "torch" or quantize is not None:
+        raise InvalidArgumentError(
+            "encoder=/quantize= (--encoder/--quantize) need the model's folder or hub id, not a loaded model; "
+            "or load it with colbert_az_pylate.load(path, encoder=...)"
+        )
     return model, None
 
 
@@ -301,6 +306,12 @@ class Searcher:
         nothing is written locally (``--url``).
     api_key
         The Qdrant server's API key (default: ``$QDRANT_API_KEY``; ``--api-key-env VAR`` on the command line).
+    encoder
+        What runs the model's backbone: ``"torch"`` (default), ``"onnx"`` or ``"openvino"`` (``--encoder``; see
+        :func:`colbert_az_pylate.load`). Any encoder searches an index built by any other: same weights, same
+        index signature.
+    quantize
+        ``"int8"`` with ``encoder="onnx"``/``"openvino"`` (``--quantize``).
     **index_settings
         Passed to the index class (``M``, ``ef_construction``, ``ef_search`` …; ``batch_size``/``shard_number``
         … of :class:`QdrantIndex` go as ``qdrant_batch_size``/``shard_number`` …).
@@ -335,6 +346,8 @@ class Searcher:
         show_progress_bar: bool | None = None,
         url: str | None = None,
         api_key: str | None = None,
+        encoder: str = "torch",
+        quantize: str | None = None,
         **index_settings,
     ) -> None:
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
@@ -352,7 +365,7 @@ class Searcher:
             _check_index_folder(folder, writable=not read_only)
             backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
         self.pool_factor = pool_factor
-        self.model, name = _resolve_model(model)
+        self.model, name = _resolve_model(model, encoder, quantize)
         self.folder, self.backend, self.override = Path(folder), backend, override
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar

@@ -132,8 +132,11 @@ class ModelSignature:
         ModelSignature
             The signature.
         """
-        digest = hashlib.sha256()
-        for module in (model[0].auto_model.get_input_embeddings(), model[-1]):
+        backbone = model[0].auto_model
+        known = getattr(backbone, "embedding_digest", None)  # an exported backbone keeps its torch model's
+        modules = [model[-1]] if known is not None else [backbone.get_input_embeddings(), model[-1]]
+        digest = known.copy() if known is not None else hashlib.sha256()
+        for module in modules:
             for tensor in module.state_dict().values():
                 digest.update(tensor.detach().float().cpu().numpy().tobytes())
         settings = (model.query_prefix, model.document_prefix, model.query_length, model.document_length)

@@ -38,6 +38,9 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
+    from colbert_az_pylate.cli import add_encoder_arguments  # called from cli.build_parser: cli is loaded
+
+    add_encoder_arguments(serve, "what encodes queries and added documents")
     serve.add_argument(
         "--api-key-file",
         metavar="FILE",
@@ -111,6 +114,8 @@ def _settings(args: argparse.Namespace) -> dict:
     return {
         "index": args.index,
         "model": args.model,
+        "encoder": args.encoder,
+        "quantize": args.quantize,
         "api_key_file": args.api_key_file,
         "read_key_required": args.require_key_for_reads,
         "allow_unauthenticated_writes": args.allow_unauthenticated_writes,
@@ -127,7 +132,12 @@ def _open_searcher(settings: dict):
     from colbert_az_pylate.retrieval.searcher import Searcher
 
     return Searcher.open(
-        settings["index"], model=settings["model"], read_only=not settings["writable"], show_progress_bar=False
+        settings["index"],
+        model=settings["model"],
+        read_only=not settings["writable"],
+        show_progress_bar=False,
+        encoder=settings.get("encoder", "torch"),
+        quantize=settings.get("quantize"),
     )
 
 

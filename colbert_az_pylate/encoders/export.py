@@ -1,0 +1,499 @@
+"""Export a converted model's backbone to ONNX (and int8 graphs of it), beside the pylate files.
+
+The exported graphs live in ``<model>/encoders/`` with a record, ``encoders/export.json``, written last:
+
+- ``model.onnx``: the backbone in float32 (token ids → last hidden states), run by ONNX Runtime
+  (``encoder="onnx"``) and compiled by OpenVINO (``encoder="openvino"``);
+- ``openvino-int8.xml``/``.bin``: the same graph with int8 weights (NNCF weight compression, per output channel,
+  asymmetric; activations stay float32), compiled by OpenVINO (``encoder="openvino", quantize="int8"``). It needs
+  no calibration data, so nothing of the user's can leak into it.
+
+int8 is offered where it keeps the parity budget (top-10 agreement >= 0.95 with float32 exact search on AZ-MIRAGE,
+MiniLM stand-in): ONNX Runtime's dynamic int8 and OpenVINO's post-training (activation) int8 were faster but measured
+0.86 and 0.89 (``benchmarks/int8_candidates.py``), so ``encoder="onnx"`` is float32 only.
+
+Only the backbone is exported: tokenization, the [Q]/[D] markers, query expansion, the projection, the skiplist
+and normalisation stay pylate's own code. The record keeps the fingerprint of the weights the graphs came from
+(:class:`~colbert_az_pylate.retrieval.voyager_index.ModelSignature`), each file's size and SHA-256, so a folder whose
+weights changed, or a truncated graph, is refused when it is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, OutputExistsError, first_line
+
+ENCODERS = ("torch", "onnx", "openvino")
+QUANTIZATIONS = (None, "int8")
+EXPORT_FOLDER = "encoders"
+RECORD_FILE = "export.json"
+LOCK_FILE = ".lock"
+RECORD_FORMAT = 1
+ONNX_OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+# (encoder, quantize) -> the graph file it runs, relative to the export folder
+GRAPH_FILES: dict[tuple[str, str | None], str] = {
+    ("onnx", None): "model.onnx",
+    ("openvino", None): "model.onnx",
+    ("openvino", "int8"): "openvino-int8.xml",
+}
+EXTRA_FILES = {"openvino-int8.xml": ("openvino-int8.bin",)}
+EXTRAS = {"onnx": "onnx", "openvino": "openvino"}
+
+
+def check_encoder(encoder: str, quantize: str | None = None) -> tuple[str, str | None]:
+    """Validate an encoder name and a quantization; returns them normalised.
+
+    Parameters
+    ----------
+    encoder : str
+        ``"torch"`` (pylate as is), ``"onnx"`` (ONNX Runtime) or ``"openvino"``.
+    quantize : str, optional
+        ``None`` (float32) or ``"int8"`` (with ``"openvino"`` only).
+
+    Returns
+    -------
+    tuple[str, str | None]
+        ``(encoder, quantize)``.
+
+    Examples
+    --------
+    >>> check_encoder("OpenVINO", "int8")
+    ('openvino', 'int8')
+    >>> check_encoder("tensorrt")
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: unknown encoder 'tensorrt'; choose one of torch, onnx, openvino
+    """
+    name = encoder.lower() if isinstance(encoder, str) else encoder
+    if name not in ENCODERS:
+        raise InvalidArgumentError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    level = quantize.lower() if isinstance(quantize, str) else quantize
+    if level in ("", "none", "fp32", "float32"):
+        level = None
+    if level not in QUANTIZATIONS:
+        raise InvalidArgumentError(f"unknown quantization {quantize!r}; choose int8 or leave it out (float32)")
+    if name != "openvino" and level is not None:
+        raise InvalidArgumentError(
+            f"quantize='int8' (--quantize) needs encoder 'openvino', not {name!r}: ONNX Runtime's int8 is out of "
+            "the quality budget (top-10 agreement 0.86 < 0.95, docs/benchmarks.md)"
+        )
+    return name, level
+
+
+def require_runtime(encoder: str):
+    """Import the runtime of ``encoder`` (``onnxruntime`` or ``openvino``) with a one-line error naming the extra."""
+    module = "onnxruntime" if encoder == "onnx" else "openvino"
+    try:
+        return __import__(module)
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            f"encoder {encoder!r} needs {module}: pip install 'colbert-az-pylate[{EXTRAS[encoder]}]'"
+        ) from exc
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ExportRecord:
+    """What ``encoders/export.json`` records: the weights the graphs came from and every graph file.
+
+    Parameters
+    ----------
+    fingerprint : str
+        :meth:`ModelSignature.of_model <colbert_az_pylate.retrieval.voyager_index.ModelSignature.of_model>`'s
+        fingerprint of the weights and tokenization settings the graphs were exported from.
+    inputs : list[str]
+        The graph inputs, in order (``input_ids``, ``attention_mask`` and, for BERT, ``token_type_ids``).
+    files : dict
+        File name (relative to the export folder) -> ``{"bytes": size, "sha256": hex}``.
+    graphs : dict
+        ``"onnx"`` (float32, both runtimes) and ``"openvino-int8"`` -> the file each runs.
+    versions : dict
+        Library versions the export was made with (informative).
+
+    Examples
+    --------
+    >>> record = ExportRecord("ab12", ["input_ids", "attention_mask"])
+    >>> ExportRecord.from_dict(record.to_dict()) == record
+    True
+    """
+
+    fingerprint: str
+    inputs: list[str]
+    files: dict[str, dict] = field(default_factory=dict)
+    graphs: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The record as the JSON object written to ``export.json``."""
+        return {
+            "format": RECORD_FORMAT,
+            "fingerprint": self.fingerprint,
+            "inputs": self.inputs,
+            "files": self.files,
+            "graphs": self.graphs,
+            "versions": self.versions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExportRecord:
+        """A record read back from ``export.json`` (see the class example)."""
+        return cls(data["fingerprint"], list(data["inputs"]), data["files"], data["graphs"], data.get("versions", {}))
+
+
+def graph_key(encoder: str, quantize: str | None) -> str:
+    """The name of a graph in the record: ``"onnx"`` (float32, for both runtimes) or ``"<encoder>-int8"``.
+
+    Examples
+    --------
+    >>> graph_key("openvino", None), graph_key("openvino", "int8")
+    ('onnx', 'openvino-int8')
+    """
+    return "onnx" if quantize is None else f"{encoder}-{quantize}"
+
+
+def export_folder(model_folder: str | Path) -> Path:
+    """Where the exported graphs of a converted folder live: ``<model_folder>/encoders``."""
+    return Path(model_folder) / EXPORT_FOLDER
+
+
+def read_export_record(model_folder: str | Path) -> ExportRecord | None:
+    """The export record of a converted folder; ``None`` when it has none.
+
+    Parameters
+    ----------
+    model_folder : str or Path
+        A converted folder.
+
+    Returns
+    -------
+    ExportRecord or None
+        The record, or ``None`` when nothing was exported.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     read_export_record(tmp) is None
+    True
+    """
+    path = export_folder(model_folder) / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != RECORD_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {RECORD_FORMAT}")
+        return ExportRecord.from_dict(data)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path} is unreadable ({first_line(exc)}); export again with `colbert-az export {model_folder} ...`"
+        ) from exc
+
+
+def _write_record(folder: Path, record: ExportRecord) -> None:
+    staged = folder / f"{RECORD_FILE}.{os.getpid()}.tmp"
+    staged.write_text(json.dumps(record.to_dict(), indent=1), encoding="utf-8")
+    os.replace(staged, folder / RECORD_FILE)
+
+
+def graph_inputs(model) -> list[str]:
+    """The backbone inputs that pylate's tokenization produces for ``model`` (a pylate ColBERT), in order."""
+    features = model.tokenize(["a"], is_query=False)
+    accepted = getattr(model[0], "model_forward_params", None) or INPUT_NAMES
+    return [name for name in INPUT_NAMES if name in features and name in accepted]
+
+
+class _HiddenStates(torch.nn.Module):
+    """The backbone as a positional function of its inputs, returning the last hidden states."""
+
+    def __init__(self, backbone: torch.nn.Module, inputs: list[str]) -> None:
+        super().__init__()
+        self.backbone, self.inputs = backbone, inputs
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.backbone(**dict(zip(self.inputs, tensors, strict=True)), return_dict=True).last_hidden_state
+
+
+def _sample_features(model, inputs: list[str]) -> tuple[torch.Tensor, ...]:
+    """A padded batch of two documents, one at the full document length, to trace the graph with."""
+    long_text = " ".join(["Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir."] * 60)
+    features = model.tokenize([long_text, "Şəki xan sarayı"], is_query=False)
+    return tuple(features[name] for name in inputs)
+
+
+def export_onnx(model, path: Path) -> list[str]:
+    """Write the backbone of a pylate ColBERT to ``path`` as a float32 ONNX graph; returns its input names.
+
+    Dynamic batch and sequence axes; the TorchScript exporter (``dynamo=False``), which reproduces ModernBERT's
+    local/global attention masks for every length (checked by :func:`colbert_az_pylate.encoders.verify_encoder`).
+    """
+    inputs = graph_inputs(model)
+    backbone = model[0].auto_model.eval()
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*inputs, "last_hidden_state"]}
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _HiddenStates(backbone, inputs).eval(),
+            _sample_features(model, inputs),
+            str(path),
+            input_names=inputs,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return inputs
+
+
+def compress_openvino_int8(source: Path, target: Path) -> None:
+    """int8 weights for OpenVINO: NNCF weight compression (per output channel, asymmetric) of every MatMul and the
+    embedding table; activations stay float32. Needs no calibration data."""
+    openvino = require_runtime("openvino")
+    try:
+        import nncf
+    except ImportError as exc:
+        raise InvalidArgumentError(
+            "int8 for encoder 'openvino' needs nncf: pip install 'colbert-az-pylate[openvino]'"
+        ) from exc
+    import logging
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    graph = nncf.compress_weights(
+        openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM
+    )
+    openvino.save_model(graph, str(target), compress_to_fp16=False)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for module in ("onnxruntime", "openvino", "nncf"):  # the ones this export used (already imported)
+        version = getattr(sys.modules.get(module), "__version__", None)
+        if version:
+            versions[module] = str(version)
+    return versions
+
+
+def _file_entry(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def export_encoder(
+    model_folder: str | Path,
+    encoder: str = "onnx",
+    quantize: str | None = None,
+    *,
+    model=None,
+    on_step: Callable[[str], None] | None = None,
+) -> ExportRecord:
+    """Export a converted folder's backbone for ``encoder`` (and ``quantize``), beside its pylate files.
+
+    Idempotent: a graph already exported from the same weights is kept; one exported from other weights is
+    replaced. Files are written under temporary names and the record last, so an interrupted export leaves the
+    folder as it was.
+
+    Parameters
+    ----------
+    model_folder : str or Path
+        A converted folder (``colbert-az convert``'s output).
+    encoder : str, default "onnx"
+        ``"onnx"`` or ``"openvino"`` (both run the same float32 graph).
+    quantize : str, optional
+        ``"int8"`` (with ``"openvino"``) also writes the int8-weight graph.
+    model : pylate.models.ColBERT, optional
+        The folder's model already loaded with torch (saves loading it again).
+    on_step : callable, optional
+        Called with a short message at each step.
+
+    Returns
+    -------
+    ExportRecord
+        The updated record.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model", verify=False)
+    ...     record = export_encoder(Path(tmp) / "model", "onnx")
+    ...     files = sorted(p.name for p in (Path(tmp) / "model" / "encoders").iterdir() if p.name[0] != ".")
+    ...     sorted(record.graphs), files
+    (['onnx'], ['export.json', 'model.onnx'])
+    """
+    from colbert_az_pylate.conversion.checkpoint import is_converted
+    from colbert_az_pylate.loading import load
+    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
+
+    encoder, quantize = check_encoder(encoder, quantize)
+    if encoder == "torch":
+        raise InvalidArgumentError("encoder 'torch' is pylate itself and needs no export; choose onnx or openvino")
+    require_runtime(encoder)
+    step = on_step or (lambda message: None)
+    folder = Path(os.path.abspath(Path(model_folder).expanduser()))
+    if not folder.is_dir() or not is_converted(folder):
+        raise InvalidArgumentError(
+            f"{model_folder} is not a converted folder; convert it first (`colbert-az convert SOURCE OUTPUT`) "
+            "or export into an OUTPUT folder"
+        )
+    target = export_folder(folder)
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} is a file; remove it to export")
+    if model is None:
+        step(f"loading {folder}")
+        model = load(folder, device="cpu")
+    fingerprint = ModelSignature.of_model(model).fingerprint
+    target.mkdir(exist_ok=True)
+    with _exclusive(target / LOCK_FILE):  # processes exporting at once (serve --workers) take turns
+        return _export_locked(model, folder, target, fingerprint, encoder, quantize, step)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder, quantize, step) -> ExportRecord:
+    record = read_export_record(folder) if (target / RECORD_FILE).is_file() else None
+    if record is None or record.fingerprint != fingerprint:
+        record = ExportRecord(fingerprint, graph_inputs(model))
+    staging = target / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        wanted = ["onnx"] + ([graph_key(encoder, quantize)] if quantize else [])
+        for key in wanted:
+            name = GRAPH_FILES[(encoder, quantize) if key != "onnx" else ("onnx", None)]
+            if key in record.graphs and _graph_intact(target, record, name):
+                continue
+            step(f"exporting {key} graph ({name})")
+            if key == "onnx":
+                export_onnx(model, staging / name)
+                if (staging / "model.onnx.data").exists():  # an external-data graph (over 2 GB) is not expected
+                    raise CheckpointError("the exported graph needs external data; this model is too large")
+            else:
+                compress_openvino_int8(target / GRAPH_FILES[("onnx", None)], staging / name)
+            names = [name, *EXTRA_FILES.get(name, ())]
+            for file_name in names:
+                os.replace(staging / file_name, target / file_name)
+                record.files[file_name] = _file_entry(target / file_name)
+            record.graphs[key] = name
+            record.versions = _versions()
+            _write_record(target, record)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return record
+
+
+def _graph_intact(target: Path, record: ExportRecord, name: str) -> bool:
+    """Whether a recorded graph and its companion files are present with their recorded sizes."""
+    for file_name in (name, *EXTRA_FILES.get(name, ())):
+        entry = record.files.get(file_name)
+        path = target / file_name
+        if entry is None or not path.is_file() or path.stat().st_size != entry.get("bytes"):
+            return False
+    return True
+
+
+def export_model(
+    source: str | Path,
+    output: str | Path | None = None,
+    encoder: str = "onnx",
+    quantize: str | None = None,
+    *,
+    overwrite: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[Path, ExportRecord]:
+    """``colbert-az export``: the exported graphs beside the pylate files, in place or in a new folder.
+
+    Parameters
+    ----------
+    source : str or Path
+        A converted folder, a raw colbert-az checkpoint (folder or hub id, converted and verified into ``output``)
+        or the hub id of a converted model.
+    output : str or Path, optional
+        Where to write: a new folder holding the pylate files plus ``encoders/`` (it must not exist unless
+        ``overwrite``); by default (or when it is ``source`` itself) the graphs are added to ``source``.
+    encoder, quantize : str
+        As for :func:`export_encoder`.
+    overwrite : bool, default False
+        Replace an existing ``output`` (a model folder; swapped in only when complete).
+    on_step : callable, optional
+        Called with a short message at each step.
+
+    Returns
+    -------
+    tuple[Path, ExportRecord]
+        The folder written and its export record.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder, record = export_model(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model-onnx")
+    ...     sorted(p.name for p in folder.iterdir() if p.name in ("modules.json", "encoders", "projection.pt"))
+    ['encoders', 'modules.json', 'projection.pt']
+    """
+    from colbert_az_pylate.conversion.checkpoint import is_converted, resolve_source
+    from colbert_az_pylate.conversion.converter import _check_replaceable, _move_into_place, convert
+    from colbert_az_pylate.conversion.staging import remove_stale_staging, staging_folder
+
+    encoder, quantize = check_encoder(encoder, quantize)
+    if encoder == "torch":
+        raise InvalidArgumentError("encoder 'torch' is pylate itself and needs no export; choose onnx or openvino")
+    require_runtime(encoder)
+    folder = resolve_source(source)
+    target = folder if output is None else Path(os.path.abspath(Path(output).expanduser()))
+    if target != folder:
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to replace it")
+        if folder in target.parents:
+            raise OutputExistsError(f"{target} lies inside the source {folder}; choose another output folder")
+        if is_converted(folder):
+            if target.exists():
+                _check_replaceable(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(target.parent)
+            staged = staging_folder(target)
+            try:
+                skip = shutil.ignore_patterns(EXPORT_FOLDER, ".*")
+                shutil.copytree(folder, staged, ignore=skip, dirs_exist_ok=True)
+                _move_into_place(staged, target)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        else:
+            convert(source, target, overwrite=overwrite, on_step=on_step)
+    return target, export_encoder(target, encoder, quantize, on_step=on_step)

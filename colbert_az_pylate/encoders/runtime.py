@@ -1,0 +1,254 @@
+"""Run an exported backbone inside pylate's own ``ColBERT.encode``.
+
+:func:`use_exported_encoder` replaces the transformer of a loaded pylate ColBERT (``model[0].auto_model``) by an
+:class:`ExportedBackbone` that runs the exported graph with ONNX Runtime or OpenVINO — the way
+sentence-transformers' ONNX/OpenVINO backends replace ``auto_model`` of its ``Transformer`` module. Everything
+else stays pylate's code: tokenization, the [Q]/[D] markers, query expansion, truncation, the projection
+(pylate's ``Dense``), the skiplist, normalisation, length-sorted batching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+from colbert_az_pylate.encoders.export import (
+    EXTRA_FILES,
+    GRAPH_FILES,
+    check_encoder,
+    export_folder,
+    graph_key,
+    read_export_record,
+    require_runtime,
+    sha256_of,
+)
+from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, first_line
+
+WARM_UP_TEXT = "Azərbaycanın paytaxtı hansı şəhərdir?"
+
+
+def embedding_digest(backbone: torch.nn.Module):
+    """The running SHA-256 of a backbone's input embedding tensors, as ``ModelSignature.of_model`` starts it."""
+    digest = hashlib.sha256()
+    for tensor in backbone.get_input_embeddings().state_dict().values():
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest
+
+
+class ExportedBackbone(torch.nn.Module):
+    """A transformer backbone that runs an exported graph; called like a Hugging Face model by sentence-transformers.
+
+    Parameters
+    ----------
+    run : callable
+        Maps ``{input name: int64 array}`` to the last hidden states, ``(batch, tokens, hidden)`` float32.
+    inputs : list[str]
+        The graph's input names.
+    config : transformers.PretrainedConfig
+        The backbone's configuration (sentence-transformers reads it).
+    digest : hashlib object
+        :func:`embedding_digest` of the backbone it replaces, so an index built with the torch model accepts it.
+    description : str
+        What runs, e.g. ``"openvino 2025.0, int8"``.
+
+    Examples
+    --------
+    >>> import numpy as np, hashlib
+    >>> from transformers import BertConfig
+    >>> backbone = ExportedBackbone(lambda feeds: np.zeros((*feeds["input_ids"].shape, 4), np.float32),
+    ...                             ["input_ids"], BertConfig(), hashlib.sha256(), "zeros")
+    >>> backbone(input_ids=torch.ones(2, 3, dtype=torch.long)).last_hidden_state.shape
+    torch.Size([2, 3, 4])
+    """
+
+    def __init__(self, run, inputs: list[str], config, digest, description: str) -> None:
+        super().__init__()
+        self._run, self.inputs, self.config = run, list(inputs), config
+        self.embedding_digest, self.description = digest, description
+
+    def forward(self, return_dict: bool = True, **features) -> BaseModelOutput:
+        feeds = {name: features[name].detach().cpu().numpy().astype(np.int64, copy=False) for name in self.inputs}
+        hidden = self._run(feeds)
+        return BaseModelOutput(last_hidden_state=torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)))
+
+    def get_input_embeddings(self):
+        raise NotImplementedError("an exported backbone has no torch embeddings; load with encoder='torch' to train")
+
+    def extra_repr(self) -> str:
+        return self.description
+
+
+def _onnx_runner(path: Path, inputs: list[str], threads: int | None):
+    onnxruntime = require_runtime("onnx")
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    declared = [node.name for node in session.get_inputs()]  # an unused input may have been pruned
+    missing = [name for name in declared if name not in inputs]
+    if missing:
+        raise CheckpointError(f"{path.name} expects inputs {missing} that pylate's tokenization does not produce")
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return session.run(None, {name: feeds[name] for name in declared})[0]
+
+    return run, f"onnx (onnxruntime {onnxruntime.__version__})"
+
+
+def _openvino_runner(path: Path, inputs: list[str], threads: int | None):
+    openvino = require_runtime("openvino")
+    # float32 everywhere: on CPUs with bfloat16 support OpenVINO would otherwise compute in bfloat16 (error ~3e-4)
+    config: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    declared = [node.get_any_name() for node in compiled.inputs]
+    local = threading.local()  # an infer request serves one thread at a time
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        result = request.infer({name: feeds[name] for name in declared})
+        return np.array(result[compiled.outputs[0]], copy=True)
+
+    return run, f"openvino {openvino.__version__}"
+
+
+def _check_files(folder: Path, record, name: str, check_hashes: bool) -> None:
+    """Refuse a missing, truncated or altered graph file (size, then SHA-256) with one line."""
+    for file_name in (name, *EXTRA_FILES.get(name, ())):
+        path, entry = folder / file_name, record.files.get(file_name) or {}
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; export again with `colbert-az export {folder.parent} ...`")
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            raise CheckpointError(
+                f"{path} has {size} bytes, the export recorded {entry.get('bytes')} (truncated or replaced); "
+                f"export again with `colbert-az export {folder.parent} ...`"
+            )
+        if check_hashes and sha256_of(path) != entry.get("sha256"):
+            raise CheckpointError(
+                f"{path} does not match its recorded SHA-256 (altered); "
+                f"export again with `colbert-az export {folder.parent} ...`"
+            )
+
+
+def use_exported_encoder(
+    model,
+    model_folder: str | Path,
+    encoder: str,
+    quantize: str | None = None,
+    *,
+    threads: int | None = None,
+    export: bool = True,
+    warm_up: bool = True,
+):
+    """Make a loaded pylate ColBERT encode with an exported graph of its backbone; returns the same model.
+
+    Parameters
+    ----------
+    model
+        A pylate ``models.ColBERT`` loaded (with torch) from ``model_folder``.
+    model_folder : str or Path
+        Its converted folder, holding (or to hold) ``encoders/``.
+    encoder : str
+        ``"onnx"`` or ``"openvino"``.
+    quantize : str, optional
+        ``"int8"`` for the int8-weight graph (``encoder="openvino"``).
+    threads : int, optional
+        Intra-op threads of the runtime (default: the runtime's own choice, the physical cores).
+    export : bool, default True
+        Export the graph when the folder has none yet (once; kept in the folder). With ``False`` a missing
+        export is an error.
+    warm_up : bool, default True
+        Encode a query and a document once, so the first real call is not the slow one.
+
+    Returns
+    -------
+    pylate.models.ColBERT
+        ``model``, its ``model[0].auto_model`` now an :class:`ExportedBackbone`.
+
+    Raises
+    ------
+    CheckpointError
+        The export is missing (with ``export=False``), was made from other weights, or a graph file is missing,
+        truncated or altered.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert, load
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model", verify=False)
+    ...     torch_model = load(Path(tmp) / "model", device="cpu")
+    ...     reference = torch_model.encode(["Bakı"], is_query=True, show_progress_bar=False)[0]
+    ...     model = use_exported_encoder(load(Path(tmp) / "model", device="cpu"), Path(tmp) / "model", "onnx")
+    ...     vectors = model.encode(["Bakı"], is_query=True, show_progress_bar=False)[0]
+    >>> bool(abs(vectors - reference).max() < 1e-5)
+    True
+    """
+    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
+
+    encoder, quantize = check_encoder(encoder, quantize)
+    if encoder == "torch":
+        return model
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidArgumentError(f"threads must be a whole number >= 1, got {threads!r}")
+    require_runtime(encoder)
+    folder = Path(os.path.abspath(Path(model_folder).expanduser()))
+    fingerprint = ModelSignature.of_model(model).fingerprint
+    record = read_export_record(folder)
+    key, name = graph_key(encoder, quantize), GRAPH_FILES[(encoder, quantize)]
+    if record is not None and record.fingerprint != fingerprint:
+        raise CheckpointError(
+            f"the export in {export_folder(folder)} was made from other weights (fingerprint "
+            f"{record.fingerprint}, this model's is {fingerprint}); export again with "
+            f"`colbert-az export {folder} --encoder {encoder}`"
+        )
+    if record is None or key not in record.graphs:
+        if not export:
+            raise CheckpointError(
+                f"{folder} has no {key} export; run `colbert-az export {folder} --encoder {encoder}"
+                f"{' --quantize int8' if quantize else ''}`"
+            )
+        from colbert_az_pylate.encoders.export import export_encoder
+
+        if not os.access(folder, os.W_OK):
+            raise CheckpointError(
+                f"{folder} has no {key} export and is not writable; export it into a writable copy with "
+                f"`colbert-az export {folder} OUTPUT --encoder {encoder}`"
+            )
+        record = export_encoder(folder, encoder, quantize, model=model)
+    _check_files(export_folder(folder), record, name, check_hashes=True)
+    path = export_folder(folder) / name
+    runner = _onnx_runner if encoder == "onnx" else _openvino_runner
+    try:
+        run, description = runner(path, record.inputs, threads)
+    except (CheckpointError, InvalidArgumentError):
+        raise
+    except Exception as exc:  # a graph the runtime cannot read
+        raise CheckpointError(f"{encoder} cannot load {path}: {first_line(exc)[:200]}") from exc
+    transformer = model[0]
+    original = transformer.auto_model
+    transformer.auto_model = ExportedBackbone(
+        run,
+        record.inputs,
+        original.config,
+        embedding_digest(original),
+        f"{description}{', int8' if quantize else ', float32'}",
+    )
+    del original
+    if warm_up:
+        model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)
+        model.encode([WARM_UP_TEXT], is_query=False, show_progress_bar=False)
+    return model
