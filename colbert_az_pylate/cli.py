@@ -454,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("model", help="converted folder, raw colbert-az layout or hub id")
     export.add_argument("output", nargs="?", help="new folder: MODEL's pylate files plus the export (default: MODEL)")
     export.add_argument("--encoder", required=True, choices=["onnx", "openvino"], help="the runtime to export for")
-    export.add_argument("--quantize", choices=["int8"], help="also write the int8-weight graph (--encoder openvino)")
+    export.add_argument(
+        "--quantize", choices=["int8", "bf16"], help="also write the int8-weight graph (--encoder openvino)"
+    )
     export.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT folder")
     export.add_argument("--json", action="store_true", help="print the export record as JSON")
     export.set_defaults(handler=cmd_export)
@@ -617,7 +619,9 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, what: str = "what run
         help=f"{what}: torch (pylate as is, default), onnx (ONNX Runtime) or openvino; exported once if needed",
     )
     parser.add_argument(
-        "--quantize", choices=["int8"], help="int8 weights (--encoder openvino; faster, see the README for the cost)"
+        "--quantize",
+        choices=["int8", "bf16"],
+        help="int8 weights or bfloat16 compute (--encoder openvino; faster, see the README for the cost)",
     )
 
 

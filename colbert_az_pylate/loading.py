@@ -170,7 +170,8 @@ def load(
         or ``"openvino"`` — faster on CPU, within the parity budget ``colbert-az verify --encoder`` reports
         (:mod:`colbert_az_pylate.encoders`). The graph is exported into the folder once when it has none.
     quantize : str, optional
-        ``"int8"``: the int8 graph of ``encoder`` (faster still, at the cost in quality docs/benchmarks.md gives).
+        With ``encoder="openvino"``: ``"int8"`` (int8 weights) or ``"bf16"`` (bfloat16 compute, on CPUs that have
+        it) — faster, at the cost in quality the README gives.
     threads : int, optional
         Intra-op threads of the ONNX Runtime / OpenVINO encoder (default: the physical cores).
     **kwargs

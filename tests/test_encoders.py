@@ -78,7 +78,7 @@ def test_the_exported_encoder_runs_inside_pylates_own_colbert_encode(exported, p
 def test_documents_beyond_the_document_length_are_truncated_exactly_like_pylate(exported):
     long_text = " ".join(f"söz{i} Bakı" for i in range(800))
     torch_model = load(exported, device="cpu")
-    for encoder, quantize in (("onnx", None), ("openvino", None), ("openvino", "int8")):
+    for encoder, quantize in (("onnx", None), ("openvino", None), ("openvino", "int8"), ("openvino", "bf16")):
         model = load(exported, device="cpu", encoder=encoder, quantize=quantize)
         ours = model.encode([long_text, "Bakı"], is_query=False, show_progress_bar=False)
         theirs = torch_model.encode([long_text, "Bakı"], is_query=False, show_progress_bar=False)
@@ -102,11 +102,13 @@ def test_an_index_built_with_torch_is_searched_with_an_exported_encoder(exported
             assert np.allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-5)
 
 
-def test_int8_weights_keep_top10_agreement_of_095_on_the_standin(standin, az_mirage):
+def test_int8_weights_and_bf16_keep_top10_agreement_of_095_on_the_standin(standin, az_mirage):
     report = verify_encoder(standin, "openvino", "int8", dataset=az_mirage, limit=200)
     assert report.passed, report.summary()
     assert report.top10_agreement >= 0.95 and report.min_top10_agreement == 0.95
     assert report.max_vector_error > 1e-4  # int8 is not float32: the figure is measured, not assumed
+    bf16 = verify_encoder(standin, "openvino", "bf16", dataset=az_mirage, limit=200)
+    assert bf16.passed and bf16.min_top10_agreement == 0.95, bf16.summary()
 
 
 def test_export_writes_beside_the_pylate_files_and_the_folder_still_loads_in_plain_pylate(checkpoints, tmp_path):
@@ -210,6 +212,8 @@ def test_bad_encoder_names_and_settings_are_one_line_errors(exported, capsys):
         load(exported, quantize="int8")
     with pytest.raises(InvalidArgumentError, match="out of the quality budget"):
         load(exported, encoder="onnx", quantize="int8")
+    with pytest.raises(InvalidArgumentError, match="bfloat16 compute is OpenVINO's"):
+        load(exported, encoder="onnx", quantize="bf16")
     with pytest.raises(InvalidArgumentError, match="unknown quantization"):
         load(exported, encoder="openvino", quantize="int4")
     with pytest.raises(InvalidArgumentError, match="threads must be"):

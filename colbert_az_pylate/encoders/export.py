@@ -8,9 +8,11 @@ The exported graphs live in ``<model>/encoders/`` with a record, ``encoders/expo
   asymmetric; activations stay float32), compiled by OpenVINO (``encoder="openvino", quantize="int8"``). It needs
   no calibration data, so nothing of the user's can leak into it.
 
-int8 is offered where it keeps the parity budget (top-10 agreement >= 0.95 with float32 exact search on AZ-MIRAGE,
-MiniLM stand-in): ONNX Runtime's dynamic int8 and OpenVINO's post-training (activation) int8 were faster but measured
-0.86 and 0.89 (``benchmarks/int8_candidates.py``), so ``encoder="onnx"`` is float32 only.
+``encoder="openvino", quantize="bf16"`` runs the float32 graph with bfloat16 compute (CPUs with AVX512-BF16 or
+AMX; elsewhere OpenVINO computes in float32). int8 is offered where it keeps the parity budget (top-10 agreement
+>= 0.95 with float32 exact search on AZ-MIRAGE, MiniLM stand-in): ONNX Runtime's dynamic int8 and OpenVINO's
+post-training (activation) int8 were faster but measured 0.86 and 0.89 (``benchmarks/int8_candidates.py``), so
+``encoder="onnx"`` is float32 only.
 
 Only the backbone is exported: tokenization, the [Q]/[D] markers, query expansion, the projection, the skiplist
 and normalisation stay pylate's own code. The record keeps the fingerprint of the weights the graphs came from
@@ -35,7 +37,7 @@ import torch
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, OutputExistsError, first_line
 
 ENCODERS = ("torch", "onnx", "openvino")
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "bf16")
 EXPORT_FOLDER = "encoders"
 RECORD_FILE = "export.json"
 LOCK_FILE = ".lock"
@@ -48,6 +50,7 @@ GRAPH_FILES: dict[tuple[str, str | None], str] = {
     ("onnx", None): "model.onnx",
     ("openvino", None): "model.onnx",
     ("openvino", "int8"): "openvino-int8.xml",
+    ("openvino", "bf16"): "model.onnx",  # the float32 graph, computed in bfloat16 where the CPU has it
 }
 EXTRA_FILES = {"openvino-int8.xml": ("openvino-int8.bin",)}
 EXTRAS = {"onnx": "onnx", "openvino": "openvino"}
@@ -61,7 +64,7 @@ def check_encoder(encoder: str, quantize: str | None = None) -> tuple[str, str |
     encoder : str
         ``"torch"`` (pylate as is), ``"onnx"`` (ONNX Runtime) or ``"openvino"``.
     quantize : str, optional
-        ``None`` (float32) or ``"int8"`` (with ``"openvino"`` only).
+        ``None`` (float32), ``"int8"`` (int8 weights) or ``"bf16"`` (bfloat16 compute), with ``"openvino"`` only.
 
     Returns
     -------
@@ -84,12 +87,14 @@ def check_encoder(encoder: str, quantize: str | None = None) -> tuple[str, str |
     if level in ("", "none", "fp32", "float32"):
         level = None
     if level not in QUANTIZATIONS:
-        raise InvalidArgumentError(f"unknown quantization {quantize!r}; choose int8 or leave it out (float32)")
+        raise InvalidArgumentError(f"unknown quantization {quantize!r}; choose int8 or bf16, or leave it out (float32)")
     if name != "openvino" and level is not None:
-        raise InvalidArgumentError(
-            f"quantize='int8' (--quantize) needs encoder 'openvino', not {name!r}: ONNX Runtime's int8 is out of "
-            "the quality budget (top-10 agreement 0.86 < 0.95, docs/benchmarks.md)"
+        why = (
+            "ONNX Runtime's int8 is out of the quality budget (top-10 agreement 0.86 < 0.95, docs/benchmarks.md)"
+            if level == "int8"
+            else "bfloat16 compute is OpenVINO's"
         )
+        raise InvalidArgumentError(f"quantize={level!r} (--quantize) needs encoder 'openvino', not {name!r}: {why}")
     return name, level
 
 
@@ -162,14 +167,15 @@ class ExportRecord:
 
 
 def graph_key(encoder: str, quantize: str | None) -> str:
-    """The name of a graph in the record: ``"onnx"`` (float32, for both runtimes) or ``"<encoder>-int8"``.
+    """The name of a graph in the record: ``"onnx"`` (the float32 graph: both runtimes, bf16 too) or
+    ``"openvino-int8"``.
 
     Examples
     --------
     >>> graph_key("openvino", None), graph_key("openvino", "int8")
     ('onnx', 'openvino-int8')
     """
-    return "onnx" if quantize is None else f"{encoder}-{quantize}"
+    return f"{encoder}-{quantize}" if quantize == "int8" else "onnx"
 
 
 def export_folder(model_folder: str | Path) -> Path:
@@ -281,9 +287,7 @@ def compress_openvino_int8(source: Path, target: Path) -> None:
     import logging
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    graph = nncf.compress_weights(
-        openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM
-    )
+    graph = nncf.compress_weights(openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM)
     openvino.save_model(graph, str(target), compress_to_fp16=False)
 
 
@@ -323,7 +327,7 @@ def export_encoder(
     encoder : str, default "onnx"
         ``"onnx"`` or ``"openvino"`` (both run the same float32 graph).
     quantize : str, optional
-        ``"int8"`` (with ``"openvino"``) also writes the int8-weight graph.
+        ``"int8"`` (with ``"openvino"``) also writes the int8-weight graph; ``"bf16"`` needs only the float32 one.
     model : pylate.models.ColBERT, optional
         The folder's model already loaded with torch (saves loading it again).
     on_step : callable, optional
@@ -393,7 +397,7 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        wanted = ["onnx"] + ([graph_key(encoder, quantize)] if quantize else [])
+        wanted = ["onnx"] + ([graph_key(encoder, quantize)] if quantize == "int8" else [])
         for key in wanted:
             name = GRAPH_FILES[(encoder, quantize) if key != "onnx" else ("onnx", None)]
             if key in record.graphs and _graph_intact(target, record, name):

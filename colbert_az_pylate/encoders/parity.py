@@ -5,8 +5,8 @@ Two kinds of figures:
 - vectors: every token vector of the probe texts, as queries and as documents, compared component by component
   (float32 graphs must agree within :data:`VECTOR_TOLERANCE`, the conversion's own bound);
 - retrieval: exact MaxSim search of questions over answers (AZ-MIRAGE with ``dataset=``, else the probe texts
-  against themselves) — the top-10 agreement with the torch encoder's ranking and the MaxSim relative error. An
-  int8 graph is held to :data:`INT8_TOP10_AGREEMENT`.
+  against themselves) — the top-10 agreement with the torch encoder's ranking and the MaxSim relative error. int8
+  weights and bfloat16 compute are held to :data:`INT8_TOP10_AGREEMENT`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class EncoderParityReport:
 
     def summary(self) -> str:
         """A few human lines."""
-        name = f"{self.encoder}{' int8' if self.quantize else ' float32'}"
+        name = f"{self.encoder} {self.quantize or 'float32'}"
         verdict = "PASSED" if self.passed else f"FAILED: {self.failure()}"
         return "\n".join(
             [
@@ -184,7 +184,7 @@ def verify_encoder(
     encoder : str, default "onnx"
         ``"onnx"`` or ``"openvino"``.
     quantize : str, optional
-        ``"int8"``: held to ``min_top10_agreement``; float32 graphs to :data:`VECTOR_TOLERANCE`.
+        ``"int8"`` or ``"bf16"``: held to ``min_top10_agreement``; float32 to :data:`VECTOR_TOLERANCE`.
     probes : Sequence[str], optional
         Texts compared vector by vector (default: the probe texts shipped with the package).
     dataset : str or Path, optional
@@ -192,7 +192,7 @@ def verify_encoder(
     limit : int, default 500
         Question/answer pairs taken from ``dataset``.
     min_top10_agreement : float, default 0.95
-        The int8 budget.
+        The budget of int8 and bf16.
 
     Returns
     -------

@@ -9,6 +9,7 @@ else stays pylate's code: tokenization, the [Q]/[D] markers, query expansion, tr
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -31,6 +32,7 @@ from colbert_az_pylate.encoders.export import (
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, first_line
 
 WARM_UP_TEXT = "Azərbaycanın paytaxtı hansı şəhərdir?"
+PRECISIONS = {None: "float32", "int8": "int8 weights", "bf16": "bfloat16"}
 
 
 def embedding_digest(backbone: torch.nn.Module):
@@ -84,7 +86,7 @@ class ExportedBackbone(torch.nn.Module):
         return self.description
 
 
-def _onnx_runner(path: Path, inputs: list[str], threads: int | None):
+def _onnx_runner(path: Path, inputs: list[str], threads: int | None, quantize: str | None = None):
     onnxruntime = require_runtime("onnx")
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -103,10 +105,10 @@ def _onnx_runner(path: Path, inputs: list[str], threads: int | None):
     return run, f"onnx (onnxruntime {onnxruntime.__version__})"
 
 
-def _openvino_runner(path: Path, inputs: list[str], threads: int | None):
+def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantize: str | None = None):
     openvino = require_runtime("openvino")
-    # float32 everywhere: on CPUs with bfloat16 support OpenVINO would otherwise compute in bfloat16 (error ~3e-4)
-    config: dict = {"INFERENCE_PRECISION_HINT": "f32"}
+    # float32 unless bf16 is asked for: on CPUs with bfloat16 OpenVINO would otherwise pick it (error ~3e-4)
+    config: dict = {"INFERENCE_PRECISION_HINT": "bf16" if quantize == "bf16" else "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = openvino.Core().compile_model(str(path), "CPU", config)
@@ -163,7 +165,7 @@ def use_exported_encoder(
     encoder : str
         ``"onnx"`` or ``"openvino"``.
     quantize : str, optional
-        ``"int8"`` for the int8-weight graph (``encoder="openvino"``).
+        ``"int8"`` for the int8-weight graph, ``"bf16"`` for bfloat16 compute (``encoder="openvino"``).
     threads : int, optional
         Intra-op threads of the runtime (default: the runtime's own choice, the physical cores).
     export : bool, default True
@@ -219,7 +221,7 @@ def use_exported_encoder(
         if not export:
             raise CheckpointError(
                 f"{folder} has no {key} export; run `colbert-az export {folder} --encoder {encoder}"
-                f"{' --quantize int8' if quantize else ''}`"
+                f"{' --quantize int8' if quantize == 'int8' else ''}`"
             )
         from colbert_az_pylate.encoders.export import export_encoder
 
@@ -231,23 +233,20 @@ def use_exported_encoder(
         record = export_encoder(folder, encoder, quantize, model=model)
     _check_files(export_folder(folder), record, name, check_hashes=True)
     path = export_folder(folder) / name
+    transformer = model[0]
+    config, digest = transformer.auto_model.config, embedding_digest(transformer.auto_model)
+    transformer.auto_model = None  # the torch weights go before the runtime loads its own copy: one peak, not two
+    gc.collect()
     runner = _onnx_runner if encoder == "onnx" else _openvino_runner
     try:
-        run, description = runner(path, record.inputs, threads)
+        run, description = runner(path, record.inputs, threads, quantize)
     except (CheckpointError, InvalidArgumentError):
         raise
     except Exception as exc:  # a graph the runtime cannot read
         raise CheckpointError(f"{encoder} cannot load {path}: {first_line(exc)[:200]}") from exc
-    transformer = model[0]
-    original = transformer.auto_model
     transformer.auto_model = ExportedBackbone(
-        run,
-        record.inputs,
-        original.config,
-        embedding_digest(original),
-        f"{description}{', int8' if quantize else ', float32'}",
+        run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}"
     )
-    del original
     if warm_up:
         model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)
         model.encode([WARM_UP_TEXT], is_query=False, show_progress_bar=False)

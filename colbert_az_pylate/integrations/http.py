@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count, first_line
+from colbert_az_pylate.serving.app import check_api_key
 
 GROUP_BY = ("document", "passage")
 
@@ -101,8 +102,8 @@ class SearchClient:
             raise InvalidArgumentError(
                 f"url must be the server's http(s) address, e.g. http://127.0.0.1:8000, got {url!r}"
             )
-        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-            raise InvalidArgumentError("api_key must be a non-empty text, or None to send none")
+        if api_key is not None:
+            api_key = check_api_key(api_key)  # the server's rule: else httpx fails on the header, not in one line
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidArgumentError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.url = url.rstrip("/")

@@ -17,7 +17,7 @@ try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
-    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr, model_validator
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr
 except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
     _IMPORT_ERROR: ImportError | None = _missing
 else:
@@ -100,11 +100,16 @@ if _IMPORT_ERROR is None:
 
         _target: Any = PrivateAttr(default=None)
 
-        @model_validator(mode="after")
-        def _open_target(self) -> LangChainRetriever:
+        def __init__(self, **settings: Any) -> None:
+            super().__init__(**settings)
+            # after pydantic, not in a validator: pydantic would wrap our one-line error in a ValidationError
+            # whose text shows every argument given, the API key included
+            self._open_target()
+
+        def _open_target(self) -> Any:
             key = self.api_key.get_secret_value() if self.api_key is not None else None
             self._target = search_target(self.searcher, self.url, key, self.timeout)
-            return self
+            return self._target
 
         @classmethod
         def from_index(cls, folder: str | Path, *, model: Any = None, **settings: Any) -> LangChainRetriever:
@@ -148,7 +153,8 @@ if _IMPORT_ERROR is None:
             subset: list[str] | None = None,
         ) -> list[Document]:
             settings = self._settings(k, exact, group_by, subset)
-            return [to_document(hit, settings[2]) for hit in search_hits(self._target, query, *settings)]
+            target = self._target or self._open_target()  # model_validate() and the like skip __init__
+            return [to_document(hit, settings[2]) for hit in search_hits(target, query, *settings)]
 
         async def _aget_relevant_documents(
             self,
@@ -161,7 +167,8 @@ if _IMPORT_ERROR is None:
             subset: list[str] | None = None,
         ) -> list[Document]:
             settings = self._settings(k, exact, group_by, subset)
-            return [to_document(hit, settings[2]) for hit in await asearch_hits(self._target, query, *settings)]
+            target = self._target or self._open_target()
+            return [to_document(hit, settings[2]) for hit in await asearch_hits(target, query, *settings)]
 
 else:
 

@@ -17,7 +17,9 @@ import copy
 import hmac
 import json
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -281,6 +283,29 @@ def _check_unicode(value: Any, where: str) -> None:
         return  # the searcher's own checks name what cannot be stored
 
 
+def _check_finite(value: Any, where: str) -> None:
+    """Refuse NaN and ±Infinity (Python's JSON parser takes them): stored, they would make every answer that
+    carries them unrenderable as strict JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ClientError(400, f"{where} holds NaN or Infinity, which JSON cannot carry; send null or a text") from None
+    except (TypeError, RecursionError):
+        return  # the searcher's own checks name what cannot be stored
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and ±Infinity as ``None`` (metadata written in process may hold them; the answer must still
+    be strict JSON rather than a 500 for every search that finds that document)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def _check_count(value: int, limit: int, what: str, flag: str) -> None:
     if value > limit:
         raise ClientError(413, f"{value} {what} in one request; this server takes at most {limit} ({flag})")
@@ -306,11 +331,46 @@ def _flatten_validation(errors: list[dict]) -> tuple[int, str]:
     return 422, f"{where}: {first.get('msg', 'invalid value')}{more}"
 
 
+API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a Bearer token (RFC 6750) may hold
+
+
+def check_api_key(key: str, source: str = "api_key") -> str:
+    """``key`` stripped, or a one-line error when it cannot travel in an ``Authorization: Bearer`` header
+    (visible ASCII without spaces, as RFC 6750 has it; the error never shows the key).
+
+    Examples
+    --------
+    >>> check_api_key("  s3cret-key ")
+    's3cret-key'
+    >>> check_api_key("açar-ğüşıöçə")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: api_key must be visible ASCII without spaces ...
+    """
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidArgumentError(f"{source} must be a non-empty text (or None for no key)")
+    if not API_KEY_PATTERN.fullmatch(key.strip()):
+        raise InvalidArgumentError(
+            f"{source} must be visible ASCII without spaces (HTTP headers carry nothing else); "
+            'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return key.strip()
+
+
 def _bearer(header: str | None) -> str | None:
     if not header:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _shown_path(scope) -> str:
+    """The request's path as it was sent (still percent-encoded): a decoded ``%0A`` must not split, or forge, a log
+    line or a one-line error."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.decode("ascii", "backslashreplace")
+    return str(scope.get("path", "")).encode("unicode_escape").decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------------ ASGI guard
@@ -351,7 +411,7 @@ class _Guard:
 
                 await self.app(scope, replay, send_logged)
         except Exception:
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error in %s %s", scope.get("method"), _shown_path(scope))
             if status[0] == 0:
                 await _send_json(send_logged, 500, "internal error (logged on the server)")
         finally:
@@ -360,7 +420,7 @@ class _Guard:
                 '%s "%s %s" %d %dB %.1fms',
                 client[0],
                 scope.get("method"),
-                scope.get("path"),
+                _shown_path(scope),
                 status[0],
                 sent[0],
                 (time.perf_counter() - started) * 1000,
@@ -478,8 +538,8 @@ def create_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     limits = limits or ServeLimits()
-    if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
-        raise InvalidArgumentError("api_key must be a non-empty text (or None for no key)")
+    if api_key is not None:
+        api_key = check_api_key(api_key)
     if read_key_required and api_key is None:
         raise InvalidArgumentError("reads cannot require a key when no key is set; give api_key")
     key = api_key.strip().encode() if api_key else None
@@ -543,14 +603,14 @@ def create_app(
         if exc.status_code == 400 and "parsing the body" in message:
             message = "the body could not be parsed as JSON (is it UTF-8?)"
         elif exc.status_code == 404:
-            message = f"no such endpoint: {request.url.path} (see /docs)"
+            message = f"no such endpoint: {_shown_path(request.scope)} (see /docs)"
         elif exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path} (see /docs)"
+            message = f"{request.method} is not allowed on {_shown_path(request.scope)} (see /docs)"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
-        log.error("internal error in %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("internal error in %s %s", request.method, _shown_path(request.scope), exc_info=exc)
         return JSONResponse({"error": "internal error (logged on the server)"}, status_code=500)
 
     @app.post("/search", summary="ranked hits per query")
@@ -573,7 +633,7 @@ def create_app(
         )
         return {
             "results": [
-                {"query": query, "hits": [hit.to_dict() for hit in hits]}
+                {"query": query, "hits": [_json_safe(hit.to_dict()) for hit in hits]}
                 for query, hits in zip(body.queries, ranked, strict=True)
             ]
         }
@@ -590,6 +650,7 @@ def create_app(
         metadata = [document.metadata for document in body.documents]
         _check_unicode(ids, "ids")
         _check_unicode(metadata, "metadata")
+        _check_finite(metadata, "metadata")
 
         def add(writer) -> None:
             writer.add(texts, ids=ids, metadata=metadata, upsert=body.upsert)

@@ -102,21 +102,42 @@ class MicroBatcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
-        while True:
-            batch = [await queue.get()]
-            size, deadline = len(batch[0][0]), loop.time() + self.wait_ms / 1000
-            while size < self.max_batch:
-                remaining = deadline - loop.time()
-                try:
-                    item = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
-                except (asyncio.QueueEmpty, TimeoutError):
-                    break
-                if size + len(item[0]) > self.max_batch:
-                    await self._encode_batch(batch)
-                    batch, size = [], 0
-                batch.append(item)
-                size += len(item[0])
-            await self._encode_batch(batch)
+        batch: list = []
+        carry = None  # a request that did not fit the batch before: it starts the next one
+        try:
+            while True:
+                batch = [carry if carry is not None else await queue.get()]
+                carry = None
+                size, deadline = len(batch[0][0]), loop.time() + self.wait_ms / 1000
+                while size < self.max_batch:
+                    remaining = deadline - loop.time()
+                    try:
+                        item = queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(queue.get(), remaining)
+                    except (asyncio.QueueEmpty, asyncio.TimeoutError):  # asyncio's: not the builtin before 3.11
+                        break
+                    if size + len(item[0]) > self.max_batch:
+                        carry = item
+                        break
+                    batch.append(item)
+                    size += len(item[0])
+                await self._encode_batch(batch)
+                batch = []
+        except BaseException as exc:
+            # whatever stops the collector (close(), a bug), no request it holds or that waits for it may hang
+            self._abandon([*batch, *([carry] if carry is not None else [])], queue, exc)
+            raise
+
+    @staticmethod
+    def _abandon(held: list, queue: asyncio.Queue, exc: BaseException) -> None:
+        while not queue.empty():
+            held.append(queue.get_nowait())
+        for _, future in held:
+            if future.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(RuntimeError(f"the query batcher stopped: {type(exc).__name__}: {exc}"))
 
     async def _encode_batch(self, batch: list[tuple[list[str], asyncio.Future]]) -> None:
         live = [(texts, future) for texts, future in batch if not future.done()]  # a cancelled request is dropped
@@ -142,7 +163,7 @@ class MicroBatcher:
         """Stop the collecting task (pending requests are cancelled)."""
         if self._worker is not None:
             self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a collector that failed told its requests
                 await self._worker
             self._worker = None
         while self._queue is not None and not self._queue.empty():

@@ -10,6 +10,7 @@ import stat
 import sys
 
 from colbert_az_pylate.errors import InvalidArgumentError, check_count, first_line
+from colbert_az_pylate.serving.app import check_api_key
 
 KEY_ENV = "COLBERT_AZ_API_KEY"
 WORKER_ENV = "COLBERT_AZ_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
@@ -80,7 +81,7 @@ def read_api_key(path: str | None) -> str | None:
         key = os.environ.get(KEY_ENV)
         if key is not None and not key.strip():
             raise InvalidArgumentError(f"${KEY_ENV} is empty; put the key in it, or unset it")
-        return key.strip() if key else None
+        return check_api_key(key, f"${KEY_ENV}") if key else None
     try:
         with open(path, encoding="utf-8") as handle:
             key = handle.readline().strip()
@@ -89,6 +90,7 @@ def read_api_key(path: str | None) -> str | None:
         raise InvalidArgumentError(f"cannot read the API key file {path}: {first_line(exc)}") from exc
     if not key:
         raise InvalidArgumentError(f"the API key file {path} is empty; put the key on its first line")
+    key = check_api_key(key, f"the API key in {path}")
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         print(f"warning: {path} is readable by other users; chmod 600 it", file=sys.stderr)
     return key
