@@ -315,7 +315,7 @@ def test_passages_come_back_with_unique_ids_and_their_documents_id_and_span(sear
 
 def test_exactly_one_of_searcher_and_url(searcher):
     for arguments in ({}, {"searcher": searcher, "url": "http://127.0.0.1:8000"}):
-        with pytest.raises(ValidationError, match=r"either searcher= .* or url="):
+        with pytest.raises(InvalidArgumentError, match=r"either searcher= .* or url="):
             LangChainRetriever(**arguments)
         with pytest.raises(InvalidArgumentError, match=r"either searcher= .* or url="):
             LlamaIndexRetriever(**arguments)
@@ -417,6 +417,10 @@ def test_bad_arguments_are_refused_before_any_request_is_sent():
             SearchClient(url)
     with pytest.raises(InvalidArgumentError, match="timeout must be"):
         SearchClient("http://search.local", timeout=0)
+    for key in ("açar-ğüşıöçə", "two words", "tab\tkey"):  # an HTTP header cannot carry them: refused up front
+        with pytest.raises(InvalidArgumentError, match="visible ASCII") as error:
+            SearchClient("http://search.local", api_key=key)
+        assert key not in str(error.value)
     assert sent == []
 
 
@@ -446,16 +450,22 @@ def test_the_key_is_never_shown(searcher, server):
         repr(LlamaIndexRetriever(url=server, api_key=KEY)),
     ):
         assert KEY not in shown
+    for retriever in (LangChainRetriever, LlamaIndexRetriever):  # nor in the error of a mistaken construction
+        for wrong in ({"url": "ftp://search.local"}, {"url": server, "searcher": searcher}):
+            with pytest.raises(InvalidArgumentError) as error:
+                retriever(**wrong, api_key=KEY)
+            assert KEY not in str(error.value)
+            assert_one_line(error)
 
 
 # --- the real server -------------------------------------------------------------------------------------------
 
 
 def test_end_to_end_against_colbert_az_serve_under_uvicorn(index_folder, searcher):
-    serving = pytest.importorskip("colbert_az_pylate.serving", reason="colbert_az_pylate.serving is not there yet")
-    if not hasattr(serving, "create_app"):
-        pytest.skip("colbert_az_pylate.serving has no create_app yet")
+    pytest.importorskip("fastapi", reason="needs the [serve] extra")
     uvicorn = pytest.importorskip("uvicorn", reason="needs the [serve] extra")
+    from colbert_az_pylate import serving  # it exists: a broken import must fail here, not skip
+
     app = serving.create_app(Searcher.open(index_folder, show_progress_bar=False), api_key=KEY, read_key_required=True)
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,8 +19,9 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 
 from colbert_az_pylate.cli import main  # noqa: E402
+from colbert_az_pylate.errors import InvalidArgumentError  # noqa: E402
 from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
-from colbert_az_pylate.serving import ServeLimits, create_app  # noqa: E402
+from colbert_az_pylate.serving import MicroBatcher, ServeLimits, batching, create_app  # noqa: E402
 
 KEY = "test-key-ğüşıöçə"[:8] + "0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -239,24 +242,28 @@ def test_concurrent_writes_and_searches_lose_nothing(served):
 
 def test_a_request_while_the_index_is_being_compacted_is_answered(served, monkeypatch):
     store = served.service.writer.index_store
-    compacting = threading.Event()
-    real_compact = store.compact
+    compacting, go_on = threading.Event(), threading.Event()
+    real_commit = store._commit
 
-    def slow_compact():
-        compacting.set()
-        time.sleep(1.0)
-        return real_compact()
+    def paused_commit():  # the compaction's commit waits: its new store files are written, the manifest not yet
+        if served.service.compacting:
+            compacting.set()
+            go_on.wait(10)
+        return real_commit()
 
-    monkeypatch.setattr(store, "compact", slow_compact)
+    monkeypatch.setattr(store, "_commit", paused_commit)
     served.client.post("/documents", json={"documents": [{"id": "tmp", "text": "Müvəqqəti sənəd."}]}, headers=AUTH)
     served.client.request("DELETE", "/documents", json={"ids": ["tmp"]}, headers=AUTH)
     with ThreadPoolExecutor(1) as pool:
         compaction = pool.submit(served.client.post, "/compact", headers=AUTH)
-        assert compacting.wait(10)
-        assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"  # searches go on
-        write = served.client.post("/documents", json={"documents": [{"id": "x", "text": "Xaçmaz"}]}, headers=AUTH)
-        assert "being compacted" in _assert_one_line_error(write, 409)
-        assert write.headers["retry-after"] == "1"
+        try:
+            assert compacting.wait(10)
+            assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"  # searches go on, mid-compaction
+            write = served.client.post("/documents", json={"documents": [{"id": "x", "text": "Xaçmaz"}]}, headers=AUTH)
+            assert "being compacted" in _assert_one_line_error(write, 409)
+            assert write.headers["retry-after"] == "1"
+        finally:
+            go_on.set()
         assert compaction.result().status_code == 200
     assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"
     assert served.client.post(
@@ -290,6 +297,9 @@ def test_without_a_key_the_server_is_read_only_and_with_read_keys_searches_need_
         assert open_server.client.get("/health").json()["writable"] is False
         _assert_one_line_error(locked_server.client.post("/search", json={"queries": ["Bakı"]}), 401)
         _assert_one_line_error(locked_server.client.get("/health"), 401)
+        _assert_one_line_error(locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}), 401)
+        unlocked = locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}, headers=AUTH)
+        assert unlocked.status_code == 200, unlocked.text
         assert locked_server.client.post("/search", json={"queries": ["Bakı"]}, headers=AUTH).status_code == 200
         with_key = locked_server.client.post("/documents", json={"documents": [{"id": "z", "text": "Z"}]}, headers=AUTH)
         assert "read-only" in _assert_one_line_error(with_key, 403)
@@ -393,6 +403,22 @@ def test_unicode_edge_cases_are_searched_and_stored_as_given(served):
         assert (hits[0]["text"], hits[0]["metadata"]) == (text, {"name": name})
 
 
+def test_nan_or_infinity_in_metadata_is_refused_and_stored_ones_never_break_a_search(served):
+    text = "Naxçıvan duz mağaraları ilə tanınır."
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):  # Python's JSON parser takes them; strict JSON has none
+        body = b'{"documents": [{"id": "nan", "text": "x", "metadata": {"a": [1, ' + literal + b"]}}]}"
+        refused = served.client.post("/documents", **_raw(body, AUTH))
+        assert "NaN or Infinity" in _assert_one_line_error(refused, 400)
+    # an index written in process may hold them: the search still answers, in strict JSON (null)
+    served.service.write(lambda writer: writer.add([text], ids=["nan-doc"], metadata=[{"x": float("nan")}]), True)
+    try:
+        response = served.client.post("/search", json={"queries": [text], "k": 1, "subset": ["nan-doc"]})
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["hits"][0]["metadata"] == {"x": None}
+    finally:
+        served.service.write(lambda writer: writer.delete(["nan-doc"]), False)
+
+
 def test_an_internal_error_is_one_line_500_without_traceback_and_the_server_keeps_serving(served, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals /srv/index\nline two")
@@ -423,6 +449,19 @@ def test_the_access_log_names_requests_but_never_their_text(served, caplog):
     assert not any("Naftalan" in line or "Gizli" in line for line in lines)
 
 
+def test_a_path_with_an_encoded_newline_cannot_forge_an_access_log_line_or_split_an_error(served, caplog):
+    forged = '/x%0A127.0.0.1%20"DELETE%20/documents"%20200'
+    with caplog.at_level(logging.INFO, logger="colbert_az_pylate.serve.access"):
+        refused = served.client.get(forged)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any("/x" in r.getMessage() for r in caplog.records):
+            time.sleep(0.01)
+    assert "%0A" in _assert_one_line_error(refused, 404)
+    access = [r.getMessage() for r in caplog.records if r.name == "colbert_az_pylate.serve.access"]
+    lines = [line for line in access if "/x" in line]
+    assert len(lines) == 1 and "\n" not in lines[0] and "%0A" in lines[0], lines
+
+
 # ------------------------------------------------------------------------------------------------ the command
 def test_serve_refuses_bad_settings_in_one_line_before_loading_anything(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("COLBERT_AZ_API_KEY", raising=False)
@@ -440,6 +479,14 @@ def test_serve_refuses_bad_settings_in_one_line_before_loading_anything(tmp_path
         assert main(["serve", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+    utf8_key = tmp_path / "utf8-key"
+    utf8_key.write_text("açar-ğüşıöçə-0123456789\n", encoding="utf-8")
+    monkeypatch.setenv("COLBERT_AZ_API_KEY", "two words")
+    for argv, source in (([str(tmp_path), "--api-key-file", str(utf8_key)], str(utf8_key)), ([str(tmp_path)], "$")):
+        assert main(["serve", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "visible ASCII" in err and source in err and "açar" not in err and len(err.splitlines()) == 1, err
+    monkeypatch.delenv("COLBERT_AZ_API_KEY")
     with pytest.raises(SystemExit) as exit_:  # a key on the command line is not taken for --api-key-file
         main(["serve", str(tmp_path), "--api-key", "x"])
     assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
@@ -520,3 +567,95 @@ def test_served_index_keeps_its_last_commit_after_sigkill_during_a_write(model_f
 def _ignore(call) -> None:
     with contextlib.suppress(httpx.TransportError):
         call()
+
+
+def test_a_key_that_cannot_travel_in_an_http_header_is_refused_when_the_app_is_built(served):
+    # a non-ASCII key would be compared with the header's latin-1 reading and never match: refuse it up front
+    for key in ("açar-ğüşıöçə-0123456789", "two words", " "):
+        with pytest.raises(InvalidArgumentError) as error:
+            create_app(served.service.reader, api_key=key, read_only=True)
+        assert "açar" not in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ the micro-batcher
+def _asyncio_for_batching(**replaced) -> types.ModuleType:
+    """asyncio as batching.py sees it, with some names replaced (the real module is left alone)."""
+    view = types.ModuleType("asyncio")
+    view.__dict__.update({name: getattr(asyncio, name) for name in dir(asyncio) if not name.startswith("__")})
+    view.__dict__.update(replaced)
+    return view
+
+
+def _run_requests(batcher: MicroBatcher, *requests: list[str], timeout: float = 5.0) -> list:
+    """Each request's result or exception; a request that hangs fails the test after ``timeout`` seconds."""
+
+    async def all_of_them():
+        try:
+            calls = [batcher.encode(texts) for texts in requests]
+            return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(all_of_them())
+
+
+def test_a_request_that_breaks_its_batch_fails_alone_and_the_others_get_their_own_rows():
+    def lengths(texts):
+        if any("bad" in text for text in texts):
+            raise ValueError("cannot encode 'bad'")
+        return [len(text) for text in texts]
+
+    results = _run_requests(MicroBatcher(lengths, wait_ms=50), ["Bakı"], ["bad", "Şəki"], ["Gəncə", "Quba"])
+    assert results[0] == [4] and results[2] == [5, 4]
+    assert isinstance(results[1], ValueError)
+
+
+def test_the_batch_wait_ends_on_asyncios_own_timeout_error_as_before_python_311(monkeypatch):
+    class AsyncioTimeoutError(Exception):  # Python 3.10: asyncio.TimeoutError is not the builtin TimeoutError
+        pass
+
+    async def wait_for(awaitable, timeout):
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:
+            raise AsyncioTimeoutError from None
+
+    view = _asyncio_for_batching(TimeoutError=AsyncioTimeoutError, wait_for=wait_for)
+    monkeypatch.setattr(batching, "asyncio", view)
+    assert _run_requests(MicroBatcher(lambda texts: [len(t) for t in texts], wait_ms=5), ["Bakı"]) == [[4]]
+
+
+def test_when_the_collector_fails_its_requests_hear_it_instead_of_hanging(monkeypatch):
+    async def broken_wait_for(awaitable, timeout):
+        awaitable.close()
+        raise OSError("the collector broke")
+
+    monkeypatch.setattr(batching, "asyncio", _asyncio_for_batching(wait_for=broken_wait_for))
+    batcher = MicroBatcher(lambda texts: [len(t) for t in texts], wait_ms=5)
+    (result,) = _run_requests(batcher, ["Bakı"])
+    assert isinstance(result, RuntimeError) and "the query batcher stopped: OSError" in str(result)
+    monkeypatch.undo()
+    assert _run_requests(batcher, ["Şəki"]) == [[4]]  # a new collector serves the next request
+
+
+def test_closing_the_batcher_cancels_the_requests_of_the_batch_being_encoded():
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(texts):
+        entered.set()
+        release.wait(10)
+        return [len(t) for t in texts]
+
+    async def close_while_encoding():
+        batcher = MicroBatcher(slow, wait_ms=5)
+        requests = [asyncio.ensure_future(batcher.encode([text])) for text in ("Bakı", "Şəki")]
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        try:
+            await batcher.close()
+            return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
+        finally:
+            release.set()  # the encoding thread may end (asyncio.run waits for it)
+
+    results = asyncio.run(close_while_encoding())
+    assert all(isinstance(result, asyncio.CancelledError) for result in results)

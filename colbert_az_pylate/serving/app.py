@@ -17,7 +17,6 @@ import copy
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -284,26 +283,14 @@ def _check_unicode(value: Any, where: str) -> None:
 
 
 def _check_finite(value: Any, where: str) -> None:
-    """Refuse NaN and ±Infinity (Python's JSON parser takes them): stored, they would make every answer that
-    carries them unrenderable as strict JSON."""
+    """Refuse NaN and ±Infinity (Python's JSON parser takes them): stored, they would come back as null (the
+    answers are strict JSON), the document silently changed."""
     try:
         json.dumps(value, allow_nan=False)
     except ValueError:
         raise ClientError(400, f"{where} holds NaN or Infinity, which JSON cannot carry; send null or a text") from None
     except (TypeError, RecursionError):
         return  # the searcher's own checks name what cannot be stored
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and ±Infinity as ``None`` (metadata written in process may hold them; the answer must still
-    be strict JSON rather than a 500 for every search that finds that document)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def _check_count(value: int, limit: int, what: str, flag: str) -> None:
@@ -633,7 +620,7 @@ def create_app(
         )
         return {
             "results": [
-                {"query": query, "hits": [_json_safe(hit.to_dict()) for hit in hits]}
+                {"query": query, "hits": [hit.to_dict() for hit in hits]}
                 for query, hits in zip(body.queries, ranked, strict=True)
             ]
         }
