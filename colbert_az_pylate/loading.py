@@ -22,7 +22,7 @@ from colbert_az_pylate.conversion.checkpoint import (
     resolve_source,
 )
 from colbert_az_pylate.conversion.converter import convert
-from colbert_az_pylate.errors import CheckpointError, ColbertAzError, first_line
+from colbert_az_pylate.errors import CheckpointError, ColbertAzError, InvalidArgumentError, first_line
 
 CACHE_ENV = "COLBERT_AZ_CACHE"
 COMPLETE_FILE = ".colbert-az-complete.json"
@@ -132,12 +132,16 @@ def _pylate_model(folder: Path, device: str | None, kwargs: dict):
     return ColBERT(str(folder), device=device, **kwargs)
 
 
-def _with_encoder(model, folder: Path, encoder: str, quantize: str | None, threads: int | None):
+def _with_encoder(model, folder: Path, encoder: str, quantize: str | None, threads: int | None, warm_up: bool):
     if encoder == "torch":
+        if warm_up:  # torch's first call builds its kernels: up to 6x a query's time on the full-size model
+            from colbert_az_pylate.encoders.runtime import WARM_UP_TEXT
+
+            model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)
         return model
     from colbert_az_pylate.encoders.runtime import use_exported_encoder
 
-    return use_exported_encoder(model, folder, encoder, quantize, threads=threads)
+    return use_exported_encoder(model, folder, encoder, quantize, threads=threads, warm_up=warm_up)
 
 
 def load(
@@ -149,6 +153,7 @@ def load(
     encoder: str = "torch",
     quantize: str | None = None,
     threads: int | None = None,
+    warm_up: bool = True,
     **kwargs,
 ):
     """A ``pylate.models.ColBERT`` that encodes exactly like the model card's code.
@@ -174,6 +179,9 @@ def load(
         it) — faster, at the cost in quality the README gives.
     threads : int, optional
         Intra-op threads of the ONNX Runtime / OpenVINO encoder (default: the physical cores).
+    warm_up : bool, default True
+        Encode a query once (and, for ONNX Runtime / OpenVINO, a document) before returning, so that the first real
+        query is not the slow one.
     **kwargs
         Passed to ``pylate.models.ColBERT``.
 
@@ -206,6 +214,11 @@ def load(
     if encoder != "torch":
         from colbert_az_pylate.encoders.export import require_runtime
 
+        if device not in (None, "cpu"):
+            raise InvalidArgumentError(
+                f"encoder {encoder!r} runs on the CPU; leave device out (--device) or use encoder 'torch' on {device}"
+            )
+        device = "cpu"  # the projection runs where the graph's outputs are
         require_runtime(encoder)  # before any conversion work
     folder = resolve_source(source, revision)
     if is_converted(folder):
@@ -216,7 +229,7 @@ def load(
             raise
         except Exception as exc:  # a damaged or incompatible folder of the user's
             raise CheckpointError(f"pylate cannot load {folder}: {first_line(exc)[:200]}") from exc
-        return _with_encoder(model, folder, encoder, quantize, threads)
+        return _with_encoder(model, folder, encoder, quantize, threads, warm_up)
     check_layout(folder)
     target = Path(os.path.abspath(Path(cache_dir or default_cache_dir()).expanduser()))
     target = target / f"{folder.name}-{checkpoint_fingerprint(folder)}"
@@ -231,4 +244,4 @@ def load(
         convert(folder, target, overwrite=True)
         mark_complete(target)
         model = _pylate_model(target, device, kwargs)
-    return _with_encoder(model, target, encoder, quantize, threads)
+    return _with_encoder(model, target, encoder, quantize, threads, warm_up)

@@ -267,3 +267,54 @@ def test_a_read_only_folder_without_an_export_says_how_to_export(converted, tmp_
             load(folder, encoder="onnx")
     finally:
         folder.chmod(0o755)
+
+
+def test_texts_are_batched_by_length_so_padding_stays_minimal(exported):
+    model = load(exported, device="cpu", encoder="onnx")
+    backbone = model[0].auto_model
+    shapes, run = [], backbone._run
+
+    def recording(feeds):
+        shapes.append(feeds["input_ids"].shape)
+        return run(feeds)
+
+    backbone._run = recording
+    short, long = "Bakı", " ".join(["Şəki xan sarayı XVIII əsrdə tikilib"] * 12)
+    vectors = model.encode([short, long] * 4, is_query=False, batch_size=4, show_progress_bar=False)
+    assert [len(v) for v in vectors[:2]] == [len(vectors[2]), len(vectors[3])]  # results come back in input order
+    assert len(shapes) == 2 and shapes[0][1] > 3 * shapes[1][1]  # the long texts together, then the short ones
+
+
+def test_load_warms_the_runtime_up_with_a_query_and_a_document(exported, monkeypatch):
+    from colbert_az_pylate.encoders import runtime
+
+    seen, make = [], runtime._onnx_runner
+
+    def counting(*args, **kwargs):
+        run, description = make(*args, **kwargs)
+        return (lambda feeds: seen.append(feeds["input_ids"].shape) or run(feeds)), description
+
+    monkeypatch.setattr(runtime, "_onnx_runner", counting)
+    model = load(exported, device="cpu", encoder="onnx", threads=1)
+    assert len(seen) == 2 and seen[0] == (1, model.query_length)  # a query at its padded shape, then a document
+
+
+def test_exported_encoders_run_on_the_cpu_only(exported):
+    with pytest.raises(InvalidArgumentError, match="runs on the CPU"):
+        load(exported, device="cuda", encoder="onnx")
+    assert str(load(exported, encoder="onnx").device) == "cpu"
+
+
+def test_a_failed_attach_leaves_the_torch_models_signature_following_its_weights(exported, tmp_path):
+    import torch
+
+    from colbert_az_pylate.encoders import use_exported_encoder
+    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
+
+    model = load(exported)
+    with pytest.raises(CheckpointError):
+        use_exported_encoder(model, tmp_path, "onnx", export=False)  # no export there
+    before = ModelSignature.of_model(model).fingerprint
+    with torch.no_grad():
+        model[0].auto_model.get_input_embeddings().weight[0, 0] += 1.0  # fine-tuned afterwards
+    assert ModelSignature.of_model(model).fingerprint != before

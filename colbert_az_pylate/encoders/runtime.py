@@ -208,7 +208,12 @@ def use_exported_encoder(
         raise InvalidArgumentError(f"threads must be a whole number >= 1, got {threads!r}")
     require_runtime(encoder)
     folder = Path(os.path.abspath(Path(model_folder).expanduser()))
-    fingerprint = ModelSignature.of_model(model).fingerprint
+    backbone = model[0].auto_model
+    digest = backbone.embedding_digest = embedding_digest(backbone)  # hashed once: of_model() starts from it
+    try:
+        fingerprint = ModelSignature.of_model(model).fingerprint
+    finally:  # the torch model may still be trained if this fails: its signature must follow its weights
+        del backbone.embedding_digest
     record = read_export_record(folder)
     key, name = graph_key(encoder, quantize), GRAPH_FILES[(encoder, quantize)]
     if record is not None and record.fingerprint != fingerprint:
@@ -234,7 +239,7 @@ def use_exported_encoder(
     _check_files(export_folder(folder), record, name, check_hashes=True)
     path = export_folder(folder) / name
     transformer = model[0]
-    config, digest = transformer.auto_model.config, embedding_digest(transformer.auto_model)
+    config = transformer.auto_model.config
     transformer.auto_model = None  # the torch weights go before the runtime loads its own copy: one peak, not two
     gc.collect()
     runner = _onnx_runner if encoder == "onnx" else _openvino_runner
