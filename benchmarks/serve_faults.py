@@ -109,7 +109,7 @@ def main() -> None:
     base, pool = texts[: args.documents], texts[args.documents :]
     rng = random.Random(args.seed)
     report: dict = {
-        "command": "python benchmarks/serve_faults.py --dataset ../shared/data/az-mirage/dataset.json",
+        "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "model": "MiniLM stand-in (converted), Voyager index",
         "settings": vars(args),
