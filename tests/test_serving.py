@@ -283,6 +283,11 @@ def test_writes_need_the_right_key(served):
     _assert_one_line_error(prefix, 401)
     _assert_one_line_error(served.client.request("DELETE", "/documents", json={"ids": ["baku"]}), 401)
     _assert_one_line_error(served.client.post("/compact"), 401)
+    # the key is checked before the body is read: a keyless client cannot make the server parse its body
+    garbage = served.client.post("/documents", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert "missing API key" in _assert_one_line_error(garbage, 401)
+    unknown = served.client.post("/documents", json={"documents": [], "surprise": 1})
+    assert "missing API key" in _assert_one_line_error(unknown, 401)
     assert _search(served, TEXTS["baku"], k=1)[0]["id"] == "baku"  # reads need no key here
 
 
@@ -298,6 +303,10 @@ def test_without_a_key_the_server_is_read_only_and_with_read_keys_searches_need_
         _assert_one_line_error(locked_server.client.post("/search", json={"queries": ["Bakı"]}), 401)
         _assert_one_line_error(locked_server.client.get("/health"), 401)
         _assert_one_line_error(locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}), 401)
+        for page in ("/docs", "/openapi.json"):  # the API's description is a read too
+            _assert_one_line_error(locked_server.client.get(page), 401)
+            assert locked_server.client.get(page, headers=AUTH).status_code == 200
+            assert open_server.client.get(page).status_code == 200
         unlocked = locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}, headers=AUTH)
         assert unlocked.status_code == 200, unlocked.text
         assert locked_server.client.post("/search", json={"queries": ["Bakı"]}, headers=AUTH).status_code == 200

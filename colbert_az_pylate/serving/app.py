@@ -361,14 +361,21 @@ def _shown_path(scope) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ ASGI guard
+WRITE_ROUTES = frozenset({("POST", "/documents"), ("DELETE", "/documents"), ("POST", "/compact")})
+READ_ROUTES = frozenset(
+    {("POST", "/search"), ("POST", "/v1/embeddings"), ("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json")}
+)
+
+
 class _Guard:
     """Outermost middleware: body size limit (``Content-Length`` and streamed bytes), an access log line without
     any request or response content, and a JSON 500 for anything that escapes the app."""
 
     DRAIN_LIMIT = 64 * 1024 * 1024  # an oversized body up to this size is read and dropped, so the client hears 413
 
-    def __init__(self, app, max_body_bytes: int) -> None:
+    def __init__(self, app, max_body_bytes: int, refusal=None) -> None:
         self.app, self.max_body_bytes = app, max_body_bytes
+        self.refusal = refusal or (lambda method, path, headers: None)  # the key rule, before any body is read
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -384,7 +391,10 @@ class _Guard:
             await send(message)
 
         try:
-            body, refusal = await self._read_body(scope, receive)
+            refusal = self.refusal(scope.get("method"), scope.get("path"), dict(scope.get("headers") or []))
+            body = b""
+            if refusal is None:
+                body, refusal = await self._read_body(scope, receive)
             if refusal is not None:
                 await _send_json(send_logged, *refusal)
             else:
@@ -547,18 +557,34 @@ def create_app(
     )
     app.state.service = service
 
-    def authorise(request: Request, write: bool) -> None:
+    def key_refusal(write: bool, authorization: str | None) -> tuple[int, str, dict] | None:
+        """The one key rule: writes need the key (or a server that takes unauthenticated writes), reads need it
+        with ``read_key_required``; ``None`` when the request may go on."""
         if not write and not read_key_required:
-            return
+            return None
         if write and key is None:
             if service.writer is None:
-                raise ClientError(403, "this server is read-only: start it with --api-key-file to accept writes")
-            return  # allow_unauthenticated_writes
-        given = _bearer(request.headers.get("authorization"))
+                return 403, "this server is read-only: start it with --api-key-file to accept writes", {}
+            return None  # allow_unauthenticated_writes
+        given = _bearer(authorization)
         if given is None:
-            raise ClientError(401, "missing API key: send Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"})
+            return 401, "missing API key: send Authorization: Bearer KEY", {"WWW-Authenticate": "Bearer"}
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key):
-            raise ClientError(401, "wrong API key", {"WWW-Authenticate": "Bearer"})
+            return 401, "wrong API key", {"WWW-Authenticate": "Bearer"}
+        return None
+
+    def authorise(request: Request, write: bool) -> None:
+        refusal = key_refusal(write, request.headers.get("authorization"))
+        if refusal is not None:
+            raise ClientError(refusal[0], refusal[1], refusal[2] or None)
+
+    def early_refusal(method: str | None, path: str | None, headers: dict) -> tuple | None:
+        """The key rule applied by the outer guard before the body is read (documentation pages included)."""
+        write = (method, path) in WRITE_ROUTES
+        if not write and (method, path) not in READ_ROUTES:
+            return None  # unknown routes answer 404/405 as usual
+        raw = headers.get(b"authorization")
+        return key_refusal(write, raw.decode("latin-1") if raw is not None else None)
 
     async def blocking(function, *args):
         try:
@@ -691,5 +717,5 @@ def create_app(
         authorise(request, write=False)
         return await blocking(service.health)
 
-    app.add_middleware(_Guard, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(_Guard, max_body_bytes=limits.max_body_bytes, refusal=early_refusal)
     return app
