@@ -125,8 +125,16 @@ def test_export_writes_beside_the_pylate_files_and_the_folder_still_loads_in_pla
     from pylate.models import ColBERT
 
     plain = ColBERT(str(folder), device="cpu").encode(["Bakı"], is_query=True, show_progress_bar=False)[0]
-    fast = load(folder, encoder="onnx").encode(["Bakı"], is_query=True, show_progress_bar=False)[0]
+    fast_model = load(folder, encoder="onnx")
+    fast = fast_model.encode(["Bakı"], is_query=True, show_progress_bar=False)[0]
     assert float(abs(plain - fast).max()) < 1e-5
+    from model_card_code import ModelCardCode  # the card's own code still runs on the exported folder
+
+    query, document = "Azərbaycanın paytaxtı", "Bakı Azərbaycanın paytaxtıdır."
+    card = ModelCardCode(str(folder), embedding_dim=128).maxsim_score(query, document)
+    q = fast_model.encode([query], is_query=True, show_progress_bar=False)[0]
+    d = fast_model.encode([document], is_query=False, show_progress_bar=False)[0]
+    assert abs(float((q @ d.T).max(axis=1).sum()) - card) <= 1e-4 * max(abs(card), 1)
     verified = subprocess.run(
         [sys.executable, "-m", "colbert_az_pylate", "verify", "./colbert-az-onnx", "--encoder", "onnx", "--json"],
         capture_output=True, text=True, timeout=600, cwd=workdir,
