@@ -326,3 +326,15 @@ def test_a_failed_attach_leaves_the_torch_models_signature_following_its_weights
     with torch.no_grad():
         model[0].auto_model.get_input_embeddings().weight[0, 0] += 1.0  # fine-tuned afterwards
     assert ModelSignature.of_model(model).fingerprint != before
+
+
+def test_export_json_prints_json_only_and_nothing_on_stderr(converted, tmp_path):
+    folder = _copy(converted, "wordpiece", tmp_path / "model")
+    done = subprocess.run(
+        [sys.executable, "-m", "colbert_az_pylate", "export", str(folder), "--encoder", "openvino", "--quantize",
+         "int8", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(json.loads(done.stdout)["graphs"]) == ["onnx", "openvino-int8"]
+    assert done.stderr == ""

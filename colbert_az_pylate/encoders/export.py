@@ -278,16 +278,22 @@ def compress_openvino_int8(source: Path, target: Path) -> None:
     """int8 weights for OpenVINO: NNCF weight compression (per output channel, asymmetric) of every MatMul and the
     embedding table; activations stay float32. Needs no calibration data."""
     openvino = require_runtime("openvino")
+    import io
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf's probe for CUDA says it has none
     try:
         import nncf
     except ImportError as exc:
         raise InvalidArgumentError(
             "int8 for encoder 'openvino' needs nncf: pip install 'colbert-az-pylate[openvino]'"
         ) from exc
-    import logging
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    graph = nncf.compress_weights(openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    with contextlib.redirect_stdout(io.StringIO()):  # nncf draws its progress bar on stdout (`--json` is JSON only)
+        graph = nncf.compress_weights(
+            openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM
+        )
     openvino.save_model(graph, str(target), compress_to_fp16=False)
 
 
