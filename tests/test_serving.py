@@ -149,7 +149,7 @@ def test_health_names_the_model_backend_size_and_commit_and_docs_are_served(serv
     health = served.client.get("/health").json()
     assert health["status"] == "ok" and health["backend"] == "voyager" and health["writable"] is True
     assert health["model"] == Path(model_folder).name and isinstance(health["commit"], int)
-    assert health["documents"] >= len(TEXTS)
+    assert health["documents"] >= len(TEXTS) and health["encoder"] == "torch"
     assert served.client.get("/docs").status_code == 200
     paths = served.client.get("/openapi.json").json()["paths"]
     assert {"/search", "/documents", "/v1/embeddings", "/health", "/compact"} <= set(paths)
@@ -668,3 +668,16 @@ def test_closing_the_batcher_cancels_the_requests_of_the_batch_being_encoded():
 
     results = asyncio.run(close_while_encoding())
     assert all(isinstance(result, asyncio.CancelledError) for result in results)
+
+
+def test_an_index_is_served_with_an_exported_encoder_and_health_says_which(served, model):
+    pytest.importorskip("onnxruntime")
+    reader = Searcher.open(served.service.folder, encoder="onnx", show_progress_bar=False)
+    server = Server(create_app(reader))
+    try:
+        assert server.client.get("/health").json()["encoder"].startswith("onnx (onnxruntime")
+        ours = server.client.post("/search", json={"queries": [TEXTS["baku"]], "k": 3}).json()["results"][0]["hits"]
+        theirs = _search(served, TEXTS["baku"], k=3)
+        assert [hit["id"] for hit in ours] == [hit["id"] for hit in theirs]
+    finally:
+        server.stop()

@@ -217,6 +217,7 @@ class _Service:
                 "status": "ok",
                 "model": self.model_name,
                 "backend": self.backend,
+                "encoder": getattr(self.reader.model[0].auto_model, "description", "torch"),
                 "documents": len(self.reader),
                 "commit": getattr(store, "generation", None),
                 "writable": self.writer is not None,
