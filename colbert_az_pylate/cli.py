@@ -238,7 +238,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
     model = args.model
-    if "LOCAL_RANK" in os.environ:  # torchrun/accelerate launch: one GPU per local rank when there are GPUs
+    if args.encoder != "torch":  # ONNX Runtime / OpenVINO on the CPU (every rank on its own cores)
+        from colbert_az_pylate.loading import load
+
+        model = load(args.model, encoder=args.encoder, quantize=args.quantize)
+    elif "LOCAL_RANK" in os.environ:  # torchrun/accelerate launch: one GPU per local rank when there are GPUs
         import torch
 
         if torch.cuda.is_available():
@@ -531,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--pool-factor", type=int, default=1, help="pool token vectors about N:1 (default 1 = none)")
     encode.add_argument("--overlap", type=int, default=32, help="tokens a passage shares with the previous one")
     encode.add_argument("--no-passages", action="store_true", help="do not split long documents (they are truncated)")
+    add_encoder_arguments(encode)
     encode.add_argument("--json", action="store_true", help="print a JSON summary")
     encode.set_defaults(handler=cmd_encode)
 

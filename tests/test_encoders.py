@@ -338,3 +338,22 @@ def test_export_json_prints_json_only_and_nothing_on_stderr(converted, tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(json.loads(done.stdout)["graphs"]) == ["onnx", "openvino-int8"]
     assert done.stderr == ""
+
+
+def test_encode_runs_with_an_exported_encoder_and_never_mixes_quantized_shards(exported, tmp_path, capsys):
+    from colbert_az_pylate.retrieval.encoding import EncodedCorpus
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı", "Nizami Gəncəvi şairdir"]
+    corpus.write_text("\n".join(json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(texts)), encoding="utf-8")
+    base = ["encode", str(exported), str(corpus), "--shard-size", "2", "--json"]
+    assert main([*base, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*base, "--out", str(tmp_path / "onnx"), "--encoder", "onnx"]) == 0
+    torch_shards = list(EncodedCorpus.open(tmp_path / "torch").shards())
+    onnx_shards = list(EncodedCorpus.open(tmp_path / "onnx").shards())
+    assert len(torch_shards) == len(onnx_shards) == 2
+    for (_, torch_vectors), (_, onnx_vectors) in zip(torch_shards, onnx_shards, strict=True):
+        assert np.allclose(np.asarray(torch_vectors, np.float32), np.asarray(onnx_vectors, np.float32), atol=2e-3)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "torch"), "--encoder", "openvino", "--quantize", "int8"]) == 2
+    assert "another encoder" in capsys.readouterr().err  # int8 shards never join a float32 encoding

@@ -57,7 +57,9 @@ class ExportedBackbone(torch.nn.Module):
     digest : hashlib object
         :func:`embedding_digest` of the backbone it replaces, so an index built with the torch model accepts it.
     description : str
-        What runs, e.g. ``"openvino 2025.0, int8"``.
+        What runs, e.g. ``"openvino 2025.0, int8 weights"``.
+    quantize : str, optional
+        ``"int8"`` or ``"bf16"`` when the graph is not float32 (its vectors then differ from torch's beyond 1e-5).
 
     Examples
     --------
@@ -69,10 +71,10 @@ class ExportedBackbone(torch.nn.Module):
     torch.Size([2, 3, 4])
     """
 
-    def __init__(self, run, inputs: list[str], config, digest, description: str) -> None:
+    def __init__(self, run, inputs: list[str], config, digest, description: str, quantize: str | None = None) -> None:
         super().__init__()
         self._run, self.inputs, self.config = run, list(inputs), config
-        self.embedding_digest, self.description = digest, description
+        self.embedding_digest, self.description, self.quantize = digest, description, quantize
 
     def forward(self, return_dict: bool = True, **features) -> BaseModelOutput:
         feeds = {name: features[name].detach().cpu().numpy().astype(np.int64, copy=False) for name in self.inputs}
@@ -250,7 +252,7 @@ def use_exported_encoder(
     except Exception as exc:  # a graph the runtime cannot read
         raise CheckpointError(f"{encoder} cannot load {path}: {first_line(exc)[:200]}") from exc
     transformer.auto_model = ExportedBackbone(
-        run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}"
+        run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}", quantize
     )
     if warm_up:
         model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)

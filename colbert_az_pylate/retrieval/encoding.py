@@ -170,7 +170,7 @@ def _check_plan(folder: Path, plan: dict) -> None:
         from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 
         signature = ModelSignature(**plan["model"])
-        differs = [key for key in _PLAN_KEYS if recorded.get(key) != plan[key]]
+        differs = [key for key in (*_PLAN_KEYS, "encoder") if recorded.get(key) != plan.get(key)]
         if not signature.made(recorded.get("model")):
             differs.insert(0, "model")
         if differs:
@@ -322,6 +322,9 @@ def encode_corpus(
         "pool_factor": pool_factor,
         "dtype": "float16",
     }
+    quantized = getattr(model[0].auto_model, "quantize", None)  # float32 graphs equal torch within float16 storage
+    if quantized:
+        plan["encoder"] = quantized  # int8/bf16 shards never mix with float32 ones in one encoding
     _check_plan(folder, plan)
     report, encoded, skipped = PassageReport(), 0, 0
     for number in range(rank, count, world_size):
