@@ -626,7 +626,7 @@ def test_the_batch_wait_ends_on_asyncios_own_timeout_error_as_before_python_311(
     async def wait_for(awaitable, timeout):
         try:
             return await asyncio.wait_for(awaitable, timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the real one: the builtin from 3.11, asyncio's own class on 3.10
             raise AsyncioTimeoutError from None
 
     view = _asyncio_for_batching(TimeoutError=AsyncioTimeoutError, wait_for=wait_for)
