@@ -360,10 +360,7 @@ def export_encoder(
     from colbert_az_pylate.loading import load
     from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 
-    encoder, quantize = check_encoder(encoder, quantize)
-    if encoder == "torch":
-        raise InvalidArgumentError("encoder 'torch' is pylate itself and needs no export; choose onnx or openvino")
-    require_runtime(encoder)
+    encoder, quantize = _check_exportable(encoder, quantize)
     step = on_step or (lambda message: None)
     folder = Path(os.path.abspath(Path(model_folder).expanduser()))
     if not folder.is_dir() or not is_converted(folder):
@@ -406,7 +403,7 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
         wanted = ["onnx"] + ([graph_key(encoder, quantize)] if quantize == "int8" else [])
         for key in wanted:
             name = GRAPH_FILES[(encoder, quantize) if key != "onnx" else ("onnx", None)]
-            if key in record.graphs and _graph_intact(target, record, name):
+            if key in record.graphs and graph_problem(target, record, name) is None:
                 continue
             step(f"exporting {key} graph ({name})")
             if key == "onnx":
@@ -427,14 +424,28 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
     return record
 
 
-def _graph_intact(target: Path, record: ExportRecord, name: str) -> bool:
-    """Whether a recorded graph and its companion files are present with their recorded sizes."""
+def graph_problem(target: Path, record: ExportRecord, name: str, check_hashes: bool = False) -> str | None:
+    """What is wrong with a recorded graph and its companion files in ``target``: missing, another size than
+    recorded (truncated or replaced) or, with ``check_hashes``, another SHA-256 (altered); ``None`` when intact."""
     for file_name in (name, *EXTRA_FILES.get(name, ())):
-        entry = record.files.get(file_name)
-        path = target / file_name
-        if entry is None or not path.is_file() or path.stat().st_size != entry.get("bytes"):
-            return False
-    return True
+        path, entry = target / file_name, record.files.get(file_name) or {}
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            return f"{path} has {size} bytes, the export recorded {entry.get('bytes')} (truncated or replaced)"
+        if check_hashes and sha256_of(path) != entry.get("sha256"):
+            return f"{path} does not match its recorded SHA-256 (altered)"
+    return None
+
+
+def _check_exportable(encoder: str, quantize: str | None) -> tuple[str, str | None]:
+    """The encoder and quantization of an export, checked, with the runtime it needs importable."""
+    encoder, quantize = check_encoder(encoder, quantize)
+    if encoder == "torch":
+        raise InvalidArgumentError("encoder 'torch' is pylate itself and needs no export; choose onnx or openvino")
+    require_runtime(encoder)
+    return encoder, quantize
 
 
 def export_model(
@@ -481,10 +492,7 @@ def export_model(
     from colbert_az_pylate.conversion.converter import _check_replaceable, _move_into_place, convert
     from colbert_az_pylate.conversion.staging import remove_stale_staging, staging_folder
 
-    encoder, quantize = check_encoder(encoder, quantize)
-    if encoder == "torch":
-        raise InvalidArgumentError("encoder 'torch' is pylate itself and needs no export; choose onnx or openvino")
-    require_runtime(encoder)
+    encoder, quantize = _check_exportable(encoder, quantize)
     folder = resolve_source(source)
     target = folder if output is None else Path(os.path.abspath(Path(output).expanduser()))
     if target != folder:

@@ -20,14 +20,13 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from colbert_az_pylate.encoders.export import (
-    EXTRA_FILES,
     GRAPH_FILES,
     check_encoder,
     export_folder,
     graph_key,
+    graph_problem,
     read_export_record,
     require_runtime,
-    sha256_of,
 )
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, first_line
 
@@ -127,25 +126,6 @@ def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantiz
     return run, f"openvino {openvino.__version__}"
 
 
-def _check_files(folder: Path, record, name: str, check_hashes: bool) -> None:
-    """Refuse a missing, truncated or altered graph file (size, then SHA-256) with one line."""
-    for file_name in (name, *EXTRA_FILES.get(name, ())):
-        path, entry = folder / file_name, record.files.get(file_name) or {}
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing; export again with `colbert-az export {folder.parent} ...`")
-        size = path.stat().st_size
-        if size != entry.get("bytes"):
-            raise CheckpointError(
-                f"{path} has {size} bytes, the export recorded {entry.get('bytes')} (truncated or replaced); "
-                f"export again with `colbert-az export {folder.parent} ...`"
-            )
-        if check_hashes and sha256_of(path) != entry.get("sha256"):
-            raise CheckpointError(
-                f"{path} does not match its recorded SHA-256 (altered); "
-                f"export again with `colbert-az export {folder.parent} ...`"
-            )
-
-
 def use_exported_encoder(
     model,
     model_folder: str | Path,
@@ -238,7 +218,9 @@ def use_exported_encoder(
                 f"`colbert-az export {folder} OUTPUT --encoder {encoder}`"
             )
         record = export_encoder(folder, encoder, quantize, model=model)
-    _check_files(export_folder(folder), record, name, check_hashes=True)
+    problem = graph_problem(export_folder(folder), record, name, check_hashes=True)
+    if problem is not None:
+        raise CheckpointError(f"{problem}; export again with `colbert-az export {folder} ...`")
     path = export_folder(folder) / name
     transformer = model[0]
     config = transformer.auto_model.config
