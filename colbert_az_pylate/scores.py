@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 
@@ -56,3 +58,120 @@ def packed_maxsim_scores(query: np.ndarray, vectors: np.ndarray, starts: np.ndar
     """
     similarity = query.astype(np.float32, copy=False) @ vectors.astype(np.float32, copy=False).T
     return np.maximum.reduceat(similarity, starts, axis=1).sum(axis=0)
+
+
+def document_blocks(starts: np.ndarray, total_rows: int, max_rows: int) -> list[tuple[int, int]]:
+    """Cut packed documents into runs of whole documents of about ``max_rows`` rows (a longer document alone).
+
+    Returns ``(first_document, end_document)`` pairs covering every document in order.
+
+    >>> document_blocks(np.array([0, 3, 5, 9]), 12, 5)
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    ends = np.append(np.asarray(starts[1:], np.int64), total_rows)
+    blocks, first = [], 0
+    while first < len(starts):
+        # the last document whose end stays within max_rows of the block's first row; at least one document
+        end = int(np.searchsorted(ends, int(starts[first]) + max_rows, side="right"))
+        end = max(end, first + 1)
+        blocks.append((first, end))
+        first = end
+    return blocks
+
+
+def maxsim_top_k(
+    queries: Sequence[np.ndarray] | np.ndarray,
+    vectors: np.ndarray,
+    starts: np.ndarray,
+    k: int,
+    *,
+    block_elements: int = 1 << 22,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` documents per query by MaxSim over packed documents, in memory bounded by ``block_elements``.
+
+    The work is a blocked matrix product: a block of queries (their token rows stacked) times a block of whole
+    documents' rows, reduced to each document's best row per query token and summed — no per-document loop, no
+    padding of documents, and peak memory set by ``block_elements`` (similarities held at once, float32), whatever
+    the number of queries or documents.
+
+    Parameters
+    ----------
+    queries
+        One (tokens, dim) matrix per query, or a (queries, tokens, dim) array; shorter queries are padded with zero
+        rows, which add exactly 0 to every score.
+    vectors
+        (total_rows, dim) document token vectors packed end to end (float32 or float16; a memory map is read one
+        block at a time). Document ``i`` holds rows ``starts[i]`` up to the next start (the last: to the end).
+    starts
+        Increasing first rows of the documents, every document non-empty.
+    k
+        Documents kept per query (at most the number of documents).
+    block_elements
+        Similarities computed at once (default 2**22: 16 MiB of float32).
+    progress
+        Called with the number of documents finished after each block of documents.
+
+    Returns
+    -------
+    tuple[numpy.ndarray, numpy.ndarray]
+        ``(documents, scores)``, each (queries, min(k, documents)): document numbers and their MaxSim, best first
+        (ties: the lower document number first).
+
+    Examples
+    --------
+    >>> q = np.array([[[1.0, 0.0], [0.0, 1.0]]], dtype=np.float32)
+    >>> docs = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    >>> documents, scores = maxsim_top_k(q, docs, np.array([0, 2]), k=2)
+    >>> documents.tolist(), [round(float(s), 4) for s in scores[0]]
+    ([[0, 1]], [1.8, 1.0])
+    """
+    starts = np.asarray(starts, np.int64)
+    if isinstance(queries, np.ndarray) and queries.ndim == 3:
+        stacked = np.ascontiguousarray(queries, np.float32)
+    else:
+        queries = [np.asarray(q, np.float32) for q in queries]
+        length = max((len(q) for q in queries), default=0)
+        stacked = np.zeros((len(queries), length, vectors.shape[1]), np.float32)
+        for row, query in enumerate(queries):
+            stacked[row, : len(query)] = query
+    n_queries, tokens, dim = stacked.shape
+    n_documents = len(starts)
+    k = min(k, n_documents)
+    best_documents = np.zeros((n_queries, 0), np.int64)
+    best_scores = np.zeros((n_queries, 0), np.float32)
+    if n_queries == 0 or k == 0:
+        return best_documents, best_scores
+    query_block = max(1, min(n_queries, block_elements // max(1, tokens * 4096)))
+    max_rows = max(1, block_elements // (query_block * tokens))
+    total_rows = vectors.shape[0]
+    ends = np.append(starts[1:], total_rows)
+    block_scores = []
+    for first, end in document_blocks(starts, total_rows, max_rows):
+        row_begin, row_end = int(starts[first]), int(ends[end - 1])
+        block = np.asarray(vectors[row_begin:row_end], np.float32)
+        local_starts = starts[first:end] - row_begin
+        scores = np.empty((n_queries, end - first), np.float32)
+        for q_begin in range(0, n_queries, query_block):
+            similarity = stacked[q_begin : q_begin + query_block].reshape(-1, dim) @ block.T
+            best = np.maximum.reduceat(similarity, local_starts, axis=1)
+            scores[q_begin : q_begin + query_block] = best.reshape(-1, tokens, end - first).sum(axis=1)
+        block_scores.append((first, scores))
+        if sum(s.shape[1] for _, s in block_scores) >= max(k, 4096) or end == n_documents:
+            best_documents, best_scores = _merge_top_k(best_documents, best_scores, block_scores, k)
+            block_scores = []
+        if progress is not None:
+            progress(end - first)
+    return best_documents, best_scores
+
+
+def _merge_top_k(best_documents, best_scores, block_scores, k):
+    """The running top ``k`` merged with new blocks of scores (ties: the lower document number first)."""
+    documents = np.concatenate(
+        [best_documents]
+        + [np.broadcast_to(np.arange(first, first + s.shape[1]), s.shape) for first, s in block_scores],
+        axis=1,
+    )
+    scores = np.concatenate([best_scores] + [s for _, s in block_scores], axis=1)
+    order = np.lexsort((documents, -scores), axis=1)[:, :k]
+    return np.take_along_axis(documents, order, axis=1), np.take_along_axis(scores, order, axis=1)
