@@ -47,6 +47,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
+from colbert_az_pylate.files import read_at
 from colbert_az_pylate.retrieval.folders import (
     LOCK,
     acquire_writer_lock,
@@ -619,21 +620,21 @@ class VoyagerIndex(Base):
                 self._vector_ok[chunk] = True
 
     def _read_payload(self, start: int, length: int) -> bytes:
-        """Bytes of the payload store, after checking the chunks that hold them (once per chunk per snapshot)."""
-        if self._payload_handle is None:
-            self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
+        """Bytes of the payload store, after checking the chunks that hold them (once per chunk per snapshot).
+
+        Positional reads: concurrent searches share the open file without a lock."""
         handle = self._payload_handle
+        if handle is None:
+            handle = self._payload_handle = open(self.payloads_file, "rb")  # noqa: SIM115 - closed by _derive/close
         if len(self.payload_sums):
             for chunk in _chunks_of(np.array([start]), np.array([start + length])).tolist():
                 if self._payload_ok[chunk]:
                     continue
                 begin, end = chunk * CHUNK_BYTES, min((chunk + 1) * CHUNK_BYTES, self.payload_bytes)
-                handle.seek(begin)
-                if hashlib.sha256(handle.read(end - begin)).digest() != self.payload_sums[chunk].tobytes():
+                if hashlib.sha256(read_at(handle, begin, end - begin)).digest() != self.payload_sums[chunk].tobytes():
                     raise IndexFormatError(_mismatch(self.payloads_file, begin, end))
                 self._payload_ok[chunk] = True
-        handle.seek(start)
-        return handle.read(length)
+        return read_at(handle, start, length)
 
     def verify(self) -> int:
         """Check every byte of the committed index against its recorded SHA-256 now (opening checks the graph and
