@@ -360,12 +360,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.protocol == "triplets":
             result = protocols.evaluate_triplet_rows(model, rows, show_progress_bar=not args.json)
         else:
-            result = protocols.evaluate_retrieval(model, dataset, show_progress_bar=not args.json)
             if run_dir is not None:
                 try:
                     run_dir.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise InvalidArgumentError(f"cannot create --run-dir {run_dir}: {exc.strerror}") from exc
+            result = protocols.evaluate_retrieval(
+                model,
+                dataset,
+                show_progress_bar=False if args.json else None,
+                cache_dir=run_dir / "encodings" if run_dir is not None else None,
+                say=step,
+            )
+            if run_dir is not None:
                 run_file = run_dir / f"{tags[name]}.{args.protocol}.trec"
                 write_trec_run(result.run, run_file, tags[name])
                 step(f"saved the run of {name} to {run_file}")
@@ -582,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--run-dir",
         default="colbert-az-runs",
-        help="where TREC run files are saved, one per model (TAG.PROTOCOL.trec; '' for none)",
+        help="where TREC run files are saved, one per model (TAG.PROTOCOL.trec), and the document encodings, "
+        "reused by a rerun of the same model on the same data (encodings/; '' for neither)",
     )
     evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
     add_encoder_arguments(evaluate)

@@ -132,8 +132,10 @@ def test_cli_evaluates_two_models_side_by_side_on_real_az_mirage_questions(az_mi
     assert all(
         entry["evaluated"] == 12 and set(entry["metrics"]["all"]) == set(RETRIEVAL_METRICS) for entry in report.values()
     )
-    trec = sorted((tmp_path / "runs").iterdir())
+    trec = sorted((tmp_path / "runs").glob("*.trec"))
     assert len(trec) == 2 and trec[0].read_text().split("\n")[0].split()[1] == "Q0"
+    caches = sorted((tmp_path / "runs" / "encodings").iterdir())  # one document encoding per model, complete
+    assert len(caches) == 2 and all((cache / "manifest.json").is_file() for cache in caches)
 
 
 def test_cli_triplets_protocol_prints_a_markdown_table(converted, tmp_path, capsys):
@@ -176,7 +178,7 @@ def test_cli_gives_each_model_its_own_run_file_when_folder_names_are_the_same(co
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     files = ["r1-model.beir.trec", "r2-model.beir.trec"]
-    assert sorted(p.name for p in runs.iterdir()) == files
+    assert sorted(p.name for p in runs.glob("*.trec")) == files
     assert [report[m]["run_file"] for m in models] == [str(runs / name) for name in files]
     tags = [(runs / name).read_text().split("\n")[0].split()[-1] for name in files]
     assert tags == ["r1-model", "r2-model"]

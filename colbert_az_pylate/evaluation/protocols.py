@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from colbert_az_pylate.errors import DataFormatError
 from colbert_az_pylate.evaluation.data import EvaluationData
@@ -49,7 +51,14 @@ class ProtocolResult:
 
 
 def evaluate_retrieval(
-    model, data: EvaluationData, k: int = 10, batch_size: int = 32, show_progress_bar: bool = True
+    model,
+    data: EvaluationData,
+    k: int = 10,
+    batch_size: int = 32,
+    show_progress_bar: bool | None = True,
+    *,
+    cache_dir: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> ProtocolResult:
     """Exact MaxSim retrieval of every evaluable query over the whole corpus, scored at the top ``k``.
 
@@ -63,8 +72,12 @@ def evaluate_retrieval(
         Documents retrieved per query.
     batch_size : int, default 32
         Encoding batch size.
-    show_progress_bar : bool, default True
-        Show progress bars on stderr.
+    show_progress_bar : bool or None, default True
+        Show progress bars on stderr (``None``: on long work only).
+    cache_dir : str or Path, optional
+        Where the document encodings are kept and reused (see :func:`exact_run`).
+    say : callable, optional
+        Told where the encodings are cached, or why they are not.
 
     Returns
     -------
@@ -94,7 +107,16 @@ def evaluate_retrieval(
     if not qrels:
         raise DataFormatError("no query has a relevant document in the corpus; nothing to evaluate")
     queries = {q: data.queries[q] for q in qrels}
-    run = exact_run(model, queries, data.corpus, k=k, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    run = exact_run(
+        model,
+        queries,
+        data.corpus,
+        k=k,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        cache_dir=cache_dir,
+        say=say,
+    )
     metrics = evaluate_run(run, qrels, k_values=(1, 5, 10))
     notes = list(data.notes)
     if skipped:

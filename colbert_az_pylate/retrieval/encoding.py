@@ -5,12 +5,12 @@ holds documents ``i * shard_size`` to ``(i + 1) * shard_size``), turns each docu
 ``Searcher.index`` does (:func:`~colbert_az_pylate.retrieval.passages.index_entries`: long documents become
 passages) and encodes them. Under ``torchrun``/``accelerate launch`` (``RANK`` and ``WORLD_SIZE`` set) rank ``r``
 encodes the shards ``i`` with ``i % WORLD_SIZE == r``; no collective is used, so a rank that dies never hangs the
-others. A shard is ``shard-NNNNN.npy`` (float16 token vectors, one row per token) and ``shard-NNNNN.json`` (entry
-ids, payloads, row offsets and the SHA-256 of the ``.npy``), each written to a temporary file and renamed: the
-``.json`` appears last, so a shard with a ``.json`` whose checksum matches is finished and a rerun skips it.
-``plan.json`` (model signature, corpus fingerprint, settings) is written first; the rank that finishes the last
-shard writes ``manifest.json`` (the plan plus every shard's checksum), which makes the folder complete.
-Nothing here is pickled: ``np.load(allow_pickle=False)`` and JSON.
+others. A shard is ``shard-NNNNN.npy`` (float16 token vectors, one row per token; float32 on request) and
+``shard-NNNNN.json`` (entry ids, payloads, row offsets and the SHA-256 of the ``.npy``), each written to a temporary
+file and renamed: the ``.json`` appears last, so a shard with a ``.json`` whose checksum matches is finished and a
+rerun skips it. ``plan.json`` (model signature, corpus fingerprint, settings) is written first; the rank that
+finishes the last shard writes ``manifest.json`` (the plan plus every shard's checksum), which makes the folder
+complete. Nothing here is pickled: ``np.load(allow_pickle=False)`` and JSON.
 """
 
 from __future__ import annotations
@@ -204,13 +204,13 @@ def _finished(folder: Path, number: int) -> dict | None:
     return record
 
 
-def _encode_shard(model, folder, number, entries, batch_size, pool_factor, show_progress_bar) -> dict:
+def _encode_shard(model, folder, number, entries, batch_size, pool_factor, show_progress_bar, dtype="float16") -> dict:
     from colbert_az_pylate.retrieval.searcher import encode_document_vectors
 
     flat = [entry for document in entries for entry in document]
     vectors = encode_document_vectors(model, [text for _, text, _ in flat], batch_size, pool_factor, show_progress_bar)
     offsets = np.cumsum([0] + [len(v) for v in vectors]).tolist()
-    matrix = np.concatenate(vectors).astype(np.float16)
+    matrix = np.concatenate(vectors).astype(dtype)
     buffer = io.BytesIO()
     np.save(buffer, matrix, allow_pickle=False)
     data = buffer.getvalue()
@@ -243,6 +243,7 @@ def encode_corpus(
     rank: int | None = None,
     world_size: int | None = None,
     show_progress_bar: bool | None = None,
+    dtype: str = "float16",
 ) -> EncodeReport:
     """Encode a corpus into shards of token vectors under ``out``, resuming a killed run where it stopped.
 
@@ -269,6 +270,9 @@ def encode_corpus(
         This process's rank among ``world_size`` processes; default: torchrun's ``RANK``/``WORLD_SIZE``, else 0 of 1.
     show_progress_bar
         Progress bars while encoding (default: on long work only).
+    dtype
+        How the token vectors are stored: ``"float16"`` (default; half the disk) or ``"float32"`` (the vectors
+        exactly as the model made them, for exact evaluation). Recorded in the plan: the two never mix.
 
     Returns
     -------
@@ -299,6 +303,8 @@ def encode_corpus(
     shard_size = check_count(shard_size, "shard_size")
     batch_size = check_count(batch_size, "batch_size")
     pool_factor = check_count(pool_factor, "pool_factor")
+    if dtype not in ("float16", "float32"):
+        raise InvalidArgumentError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
     rank, world_size = _rank_and_world(rank, world_size)
     texts = check_documents(corpus.texts)
     ids = check_document_ids(corpus.ids, len(texts))
@@ -320,7 +326,7 @@ def encode_corpus(
         "passages": bool(passages),
         "overlap": int(overlap),
         "pool_factor": pool_factor,
-        "dtype": "float16",
+        "dtype": dtype,
     }
     quantized = getattr(model[0].auto_model, "quantize", None)  # float32 graphs equal torch within float16 storage
     if quantized:
@@ -337,7 +343,7 @@ def encode_corpus(
             passages, overlap,
         )  # fmt: skip
         progress = show_progress_bar if show_progress_bar is not None else end - start > 256
-        _encode_shard(model, folder, number, entries, batch_size, pool_factor, progress)
+        _encode_shard(model, folder, number, entries, batch_size, pool_factor, progress, dtype)
         for entry_count in (len(document) for document in entries):
             report.add(entry_count)
         encoded += 1
@@ -441,7 +447,8 @@ class EncodedCorpus:
         return cls(folder, manifest)
 
     def shards(self):
-        """Per shard, ``(records, vectors)``: its entry ids, payloads and offsets, and its float16 token matrix."""
+        """Per shard, ``(records, vectors)``: its entry ids, payloads and offsets, and its token matrix (float16, or
+        float32 when encoded so)."""
         size = int(self.model["embedding_size"])
         for shard in self.manifest["shard_list"]:
             name = shard["name"]
@@ -467,7 +474,7 @@ class EncodedCorpus:
 
     def entries_and_vectors(self) -> tuple[list[list[tuple[str, str, dict]]], dict[str, np.ndarray]]:
         """Per document its entries ``(id, text, payload)``, as :func:`index_entries` made them, and each
-        entry's token vectors (float16, read lazily from the shards)."""
+        entry's token vectors (as stored, read lazily from the shards)."""
         documents: list[list[tuple[str, str, dict]]] = []
         vectors: dict[str, np.ndarray] = {}
         for record, matrix in self.shards():
