@@ -201,6 +201,7 @@ def main() -> None:
     runs = []
     for name, data, folder in plan:
         out = work / f"{folder}-{len(runs)}.json"
+        load_before = os.getloadavg()[0]
         wall, peak = run_child(
             ["--child", str(work / "model"), str(work / f"data-{data}"), str(work / folder), str(out)]
         )
@@ -216,6 +217,7 @@ def main() -> None:
             **{key: round(value, 2) if isinstance(value, float) else value for key, value in figures.items()},
             **cache,
             "previous_exact_run_estimate_gb": round(previous_estimate_gb(sizes[data], lengths), 1),
+            "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         }
         runs.append(run)
         print(
