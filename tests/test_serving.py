@@ -35,19 +35,21 @@ TEXTS = {
 
 
 class Server:
-    """uvicorn serving ``app`` in a thread on a free 127.0.0.1 port; ``stop()`` ends it."""
+    """uvicorn serving ``app`` in a thread on a free 127.0.0.1 port (``options``: more of ``uvicorn.Config``);
+    ``stop()`` ends it."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **options) -> None:
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", **options)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
             assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
     @property
@@ -145,12 +147,13 @@ def test_search_answers_the_same_hits_as_the_searcher_in_process(served, model):
         assert [hit["score"] for hit in got] == pytest.approx([hit["score"] for hit in expected], rel=1e-5)
 
 
-def test_health_names_the_model_backend_size_and_commit_and_docs_are_served(served, model_folder):
+def test_health_names_the_model_backend_size_and_commit_and_the_openapi_description_is_served(served, model_folder):
     health = served.client.get("/health").json()
     assert health["status"] == "ok" and health["backend"] == "voyager" and health["writable"] is True
     assert health["model"] == Path(model_folder).name and isinstance(health["commit"], int)
     assert health["documents"] >= len(TEXTS) and health["encoder"] == "torch"
-    assert served.client.get("/docs").status_code == 200
+    for page in ("/docs", "/redoc"):  # their pages load scripts from a CDN (blank offline): not served
+        assert "no such endpoint" in _assert_one_line_error(served.client.get(page), 404)
     paths = served.client.get("/openapi.json").json()["paths"]
     assert {"/search", "/documents", "/v1/embeddings", "/health", "/compact"} <= set(paths)
 
@@ -164,9 +167,10 @@ def test_embeddings_answer_like_pylates_server_with_the_models_vectors(served, m
     for item, vectors in zip(body["data"], expected, strict=True):
         np.testing.assert_allclose(np.array(item["embedding"]), vectors, atol=1e-5)
     assert body["usage"]["prompt_tokens"] == sum(len(v) for v in expected)
-    document = served.client.post(
-        "/v1/embeddings", json={"input": "Quba alması", "is_query": False, "model": Path(model_folder).name}
-    ).json()
+    request = {"input": "Quba alması", "is_query": False, "model": Path(model_folder).name}
+    # document embeddings are bulk work: on a server with a key, for key holders only
+    assert "missing API key" in _assert_one_line_error(served.client.post("/v1/embeddings", json=request), 401)
+    document = served.client.post("/v1/embeddings", json=request, headers=AUTH).json()
     np.testing.assert_allclose(
         np.array(document["data"][0]["embedding"]),
         model.encode(["Quba alması"], is_query=False, convert_to_numpy=True)[0],
@@ -303,10 +307,13 @@ def test_without_a_key_the_server_is_read_only_and_with_read_keys_searches_need_
         _assert_one_line_error(locked_server.client.post("/search", json={"queries": ["Bakı"]}), 401)
         _assert_one_line_error(locked_server.client.get("/health"), 401)
         _assert_one_line_error(locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}), 401)
-        for page in ("/docs", "/openapi.json"):  # the API's description is a read too
-            _assert_one_line_error(locked_server.client.get(page), 401)
-            assert locked_server.client.get(page, headers=AUTH).status_code == 200
-            assert open_server.client.get(page).status_code == 200
+        # the API's description is a read too, and HEAD is a GET: the same rule
+        for method in ("GET", "HEAD"):
+            refused = locked_server.client.request(method, "/openapi.json")
+            assert refused.status_code == 401, (method, refused.status_code)
+            assert locked_server.client.request(method, "/openapi.json", headers=AUTH).status_code == 200
+            assert open_server.client.request(method, "/openapi.json").status_code == 200
+            assert locked_server.client.request(method, "/health").status_code == 401
         unlocked = locked_server.client.post("/v1/embeddings", json={"input": "Bakı"}, headers=AUTH)
         assert unlocked.status_code == 200, unlocked.text
         assert locked_server.client.post("/search", json={"queries": ["Bakı"]}, headers=AUTH).status_code == 200

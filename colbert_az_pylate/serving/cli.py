@@ -10,7 +10,7 @@ import stat
 import sys
 
 from colbert_az_pylate.errors import InvalidArgumentError, check_count, first_line
-from colbert_az_pylate.serving.app import check_api_key
+from colbert_az_pylate.serving.app import AllowedHosts, check_api_key
 
 KEY_ENV = "COLBERT_AZ_API_KEY"
 WORKER_ENV = "COLBERT_AZ_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
@@ -21,7 +21,12 @@ LIMIT_FLAGS = {
     "max_query_chars": ("--max-query-chars", 2000, "characters per query"),
     "max_document_chars": ("--max-document-chars", 200_000, "characters per document"),
     "max_body_bytes": ("--max-body-bytes", 4 * 1024 * 1024, "bytes per request body"),
+    "max_embedding_chars": ("--max-embedding-chars", 128_000, "characters of all the inputs of one embeddings request"),
+    "max_response_bytes": ("--max-response-bytes", 16 * 1024 * 1024, "bytes per answer (embeddings, hits)"),
+    "max_metadata_bytes": ("--max-metadata-bytes", 16 * 1024, "bytes of one document's metadata as JSON"),
+    "max_metadata_depth": ("--max-metadata-depth", 32, "nesting levels of one document's metadata"),
 }
+ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
 def add_serve_parser(commands) -> argparse.ArgumentParser:
@@ -38,6 +43,23 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients reach the server by (repeatable; *.domain for subdomains, '*' for any); "
+        "default: the --host address and localhost, 127.0.0.1, ::1; required with --host 0.0.0.0 or ::",
+    )
+    serve.add_argument(
+        "--url",
+        help="serve a collection of this Qdrant server or cluster (http://host:6333); INDEX is the collection's name",
+    )
+    serve.add_argument(
+        "--qdrant-api-key-env",
+        metavar="VAR",
+        help="environment variable holding the Qdrant server's API key (default: QDRANT_API_KEY, when set)",
+    )
     serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
     from colbert_az_pylate.cli import add_encoder_arguments  # called from cli.build_parser: cli is loaded
 
@@ -69,8 +91,42 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         help="how long a query waits for others to share its forward pass (default 2; 0 = no micro-batching)",
     )
     serve.add_argument("--max-batch", type=int, default=64, help="texts per forward pass, at most (default 64)")
+    serve.add_argument(
+        "--search-threads",
+        type=int,
+        default=None,
+        help="searches run at once, at most; more wait their turn (default: the CPU cores, at least 2)",
+    )
     for field, (flag, default, meaning) in LIMIT_FLAGS.items():
         serve.add_argument(flag, dest=field, type=int, default=default, help=f"{meaning} (default {default})")
+    connections = serve.add_argument_group("connection limits")
+    connections.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's headers, else 408 and closed (default 10; 0 = none)",
+    )
+    connections.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a request's body once its headers arrived, else 408 (default 30)",
+    )
+    connections.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
+    connections.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=256,
+        help="open connections or requests in progress, at most; 503 beyond (default 256)",
+    )
+    connections.add_argument(
+        "--backlog", type=int, default=2048, help="connections waiting to be accepted, at most (default 2048)"
+    )
     serve.set_defaults(handler=cmd_serve)
     return serve
 
@@ -96,25 +152,74 @@ def read_api_key(path: str | None) -> str | None:
     return key
 
 
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The ``Host`` names a server bound to ``host`` answers: that address, the localhost names and ``extra``.
+
+    Examples
+    --------
+    >>> allowed_hosts("127.0.0.1", ["search.example.az"])
+    ['127.0.0.1', 'localhost', '::1', 'search.example.az']
+    >>> allowed_hosts("0.0.0.0", [])
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: --host 0.0.0.0 listens on every address: name the hosts \
+clients use with --allowed-host NAME (repeatable), or --allowed-host '*' to answer any Host header
+    """
+    if host in ANY_ADDRESS and not extra:
+        raise InvalidArgumentError(
+            f"--host {host or repr('')} listens on every address: name the hosts clients use with --allowed-host NAME "
+            "(repeatable), or --allowed-host '*' to answer any Host header"
+        )
+    names = ([] if host in ANY_ADDRESS else [host]) + ["localhost", "127.0.0.1", "::1"] + list(extra)
+    return list(dict.fromkeys(name.strip().lower().strip("[]") if name != "*" else name for name in names))
+
+
+def _positive(value: float, flag: str, zero: bool = False) -> float:
+    if not (value >= 0 if zero else value > 0) or value > 86400:
+        raise InvalidArgumentError(f"{flag} must be a number of seconds {'>= 0' if zero else '> 0'}, got {value}")
+    return float(value)
+
+
 def _settings(args: argparse.Namespace) -> dict:
     """Every setting of the server, checked, as plain JSON values (what each worker process receives)."""
     check_count(args.workers, "--workers")
     check_count(args.max_batch, "--max-batch")
+    if args.search_threads is not None:
+        check_count(args.search_threads, "--search-threads")
+    check_count(args.limit_concurrency, "--limit-concurrency")
+    check_count(args.backlog, "--backlog")
+    _positive(args.header_timeout, "--header-timeout", zero=True)
+    _positive(args.body_timeout, "--body-timeout")
+    _positive(args.keep_alive_timeout, "--keep-alive-timeout")
     if not 0 <= args.port <= 65535:
         raise InvalidArgumentError(f"--port must be 0-65535, got {args.port}")
     if not args.batch_wait_ms >= 0 or args.batch_wait_ms > 1000:
         raise InvalidArgumentError(f"--batch-wait-ms must be 0-1000 milliseconds, got {args.batch_wait_ms}")
     limits = {field: check_count(getattr(args, field), flag) for field, (flag, _, _) in LIMIT_FLAGS.items()}
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    AllowedHosts(hosts)  # each one a name, *.domain or *
     key = read_api_key(args.api_key_file)
     if args.require_key_for_reads and key is None:
         raise InvalidArgumentError(f"--require-key-for-reads needs a key: give --api-key-file (or ${KEY_ENV})")
-    if not os.path.isdir(args.index):
+    if args.qdrant_api_key_env is not None and args.url is None:
+        raise InvalidArgumentError("--qdrant-api-key-env is for a Qdrant server; give its --url too")
+    if args.qdrant_api_key_env is not None and not os.environ.get(args.qdrant_api_key_env):
         raise InvalidArgumentError(
-            f"{args.index} is not an index folder; build one with `colbert-az index MODEL CORPUS --index DIR`"
+            f"--qdrant-api-key-env names {args.qdrant_api_key_env}, which is not set; export the Qdrant key there"
+        )
+    if args.url is None and not os.path.isdir(args.index):
+        raise InvalidArgumentError(
+            f"{args.index} is not an index folder; build one with `colbert-az index MODEL CORPUS --index DIR` "
+            "(or give --url to serve a Qdrant server's collection)"
         )
     writable = not args.read_only and args.workers == 1 and (key is not None or args.allow_unauthenticated_writes)
     return {
         "index": args.index,
+        "url": args.url,
+        "qdrant_api_key_env": args.qdrant_api_key_env,
+        "allowed_hosts": hosts,
+        "search_threads": args.search_threads,
+        "body_timeout": args.body_timeout,
         "model": args.model,
         "encoder": args.encoder,
         "quantize": args.quantize,
@@ -133,6 +238,10 @@ def _open_searcher(settings: dict):
     taken only when the server accepts writes. The one place where the server loads a model."""
     from colbert_az_pylate.retrieval.searcher import Searcher
 
+    server = {}
+    if settings.get("url"):
+        variable = settings.get("qdrant_api_key_env")
+        server = {"url": settings["url"], "api_key": os.environ.get(variable) if variable else None}
     return Searcher.open(
         settings["index"],
         model=settings["model"],
@@ -140,6 +249,7 @@ def _open_searcher(settings: dict):
         show_progress_bar=False,
         encoder=settings.get("encoder", "torch"),
         quantize=settings.get("quantize"),
+        **server,
     )
 
 
@@ -157,6 +267,9 @@ def build_app(settings: dict):
         limits=ServeLimits(**settings["limits"]),
         batch_wait_ms=settings["batch_wait_ms"],
         max_batch=settings["max_batch"],
+        allowed_hosts=settings["allowed_hosts"],
+        search_threads=settings["search_threads"],
+        body_timeout=settings["body_timeout"],
     )
 
 
@@ -193,10 +306,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if args.host not in ("127.0.0.1", "localhost", "::1") and read_api_key(args.api_key_file) is None:
         print(f"warning: serving on {args.host} without a key: anyone who reaches the port can search", file=sys.stderr)
-    print(f"… serving {args.index} ({mode}) on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr)
+    from colbert_az_pylate.serving.protocol import HEADER_TIMEOUT_ENV, uvicorn_options
+
+    where = f"{args.url} collection {args.index}" if args.url else args.index
+    print(f"… serving {where} ({mode}) on http://{args.host}:{args.port} (API at /openapi.json)", file=sys.stderr)
     common = {"host": args.host, "port": args.port, "access_log": False, "log_level": "warning"}
-    if args.workers > 1:
+    common.update(
+        uvicorn_options(
+            header_timeout=args.header_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            limit_concurrency=args.limit_concurrency,
+            backlog=args.backlog,
+        )
+    )
+    if args.workers > 1:  # each worker process imports the protocol by name and reads its timeout from here
         os.environ[WORKER_ENV] = json.dumps(settings)
+        os.environ[HEADER_TIMEOUT_ENV] = str(args.header_timeout)
+        common["http"] = "colbert_az_pylate.serving.protocol:GuardedH11Protocol"
         uvicorn.run("colbert_az_pylate.serving.cli:worker_app", factory=True, workers=args.workers, **common)
         return 0
     uvicorn.run(build_app(settings), **common)
