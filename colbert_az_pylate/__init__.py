@@ -14,11 +14,15 @@ import importlib
 from typing import TYPE_CHECKING
 
 from colbert_az_pylate.errors import ColbertAzError
+from colbert_az_pylate.threads import prefer_sleeping_threads
+
+prefer_sleeping_threads()  # before anything of ours loads torch (threads.py says why)
 
 if TYPE_CHECKING:
     from colbert_az_pylate.conversion import ConversionReport, ParityReport, convert, verify
     from colbert_az_pylate.loading import load
     from colbert_az_pylate.reference import ReferenceColBERT
+    from colbert_az_pylate.retrieval import Searcher
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,7 @@ _LAZY = {
     "verify": "colbert_az_pylate.conversion",
     "load": "colbert_az_pylate.loading",
     "ReferenceColBERT": "colbert_az_pylate.reference",
+    "Searcher": "colbert_az_pylate.retrieval",
 }
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "ConversionReport",
     "ParityReport",
     "ReferenceColBERT",
+    "Searcher",
     "convert",
     "load",
     "verify",

@@ -554,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("index", help="index folder")
     search.add_argument("queries", nargs="+", metavar="QUERY")
     search.add_argument("-k", type=int, default=10, help="hits per query (default: 10)")
-    search.add_argument("--exact", action="store_true", help="brute-force MaxSim over every document")
+    search.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--exact: brute-force MaxSim over every document; --no-exact: the graph search (default: the faster of "
+        "the two for this index: exact on small Voyager indexes)",
+    )
     search.add_argument(
         "--passages",
         action="store_true",

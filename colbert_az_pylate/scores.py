@@ -56,8 +56,19 @@ def packed_maxsim_scores(query: np.ndarray, vectors: np.ndarray, starts: np.ndar
     >>> [round(float(s), 4) for s in packed_maxsim_scores(q, docs, np.array([0, 2]))]
     [1.8, 1.0]
     """
-    similarity = query.astype(np.float32, copy=False) @ vectors.astype(np.float32, copy=False).T
+    similarity = _similarities(query, vectors)
     return np.maximum.reduceat(similarity, starts, axis=1).sum(axis=0)
+
+
+def _similarities(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``rows @ vectors.T`` in float32 on torch's thread pool, the one the encoder uses (threads.py: no second
+    BLAS pool spinning beside it)."""
+    return torch.mm(_tensor(rows), _tensor(vectors).T).numpy()
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    array = np.ascontiguousarray(array, np.float32)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())  # torch wants writable memory
 
 
 def document_blocks(starts: np.ndarray, total_rows: int, max_rows: int) -> list[tuple[int, int]]:
@@ -85,6 +96,7 @@ def maxsim_top_k(
     starts: np.ndarray,
     k: int,
     *,
+    allowed: np.ndarray | None = None,
     block_elements: int = 1 << 22,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +118,10 @@ def maxsim_top_k(
     starts
         Increasing first rows of the documents, every document non-empty.
     k
-        Documents kept per query (at most the number of documents).
+        Documents kept per query (at most the number of documents allowed).
+    allowed
+        A boolean mask over the documents: only these may be returned (default: all); blocks without an allowed
+        document are skipped.
     block_elements
         Similarities computed at once (default 2**22: 16 MiB of float32).
     progress
@@ -137,7 +152,7 @@ def maxsim_top_k(
             stacked[row, : len(query)] = query
     n_queries, tokens, dim = stacked.shape
     n_documents = len(starts)
-    k = min(k, n_documents)
+    k = min(k, n_documents if allowed is None else int(np.count_nonzero(allowed)))
     best_documents = np.zeros((n_queries, 0), np.int64)
     best_scores = np.zeros((n_queries, 0), np.float32)
     if n_queries == 0 or k == 0:
@@ -148,20 +163,28 @@ def maxsim_top_k(
     ends = np.append(starts[1:], total_rows)
     block_scores = []
     for first, end in document_blocks(starts, total_rows, max_rows):
+        if allowed is not None and not allowed[first:end].any():
+            if progress is not None:
+                progress(end - first)
+            continue
         row_begin, row_end = int(starts[first]), int(ends[end - 1])
-        block = np.asarray(vectors[row_begin:row_end], np.float32)
+        block = np.ascontiguousarray(vectors[row_begin:row_end], np.float32)
         local_starts = starts[first:end] - row_begin
         scores = np.empty((n_queries, end - first), np.float32)
         for q_begin in range(0, n_queries, query_block):
-            similarity = stacked[q_begin : q_begin + query_block].reshape(-1, dim) @ block.T
+            similarity = _similarities(stacked[q_begin : q_begin + query_block].reshape(-1, dim), block)
             best = np.maximum.reduceat(similarity, local_starts, axis=1)
             scores[q_begin : q_begin + query_block] = best.reshape(-1, tokens, end - first).sum(axis=1)
+        if allowed is not None:
+            scores[:, ~allowed[first:end]] = -np.inf
         block_scores.append((first, scores))
-        if sum(s.shape[1] for _, s in block_scores) >= max(k, 4096) or end == n_documents:
+        if sum(s.shape[1] for _, s in block_scores) >= max(k, 4096):
             best_documents, best_scores = _merge_top_k(best_documents, best_scores, block_scores, k)
             block_scores = []
         if progress is not None:
             progress(end - first)
+    if block_scores:
+        best_documents, best_scores = _merge_top_k(best_documents, best_scores, block_scores, k)
     return best_documents, best_scores
 
 

@@ -94,6 +94,8 @@ def _onnx_runner(path: Path, inputs: list[str], threads: int | None, quantize: s
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    # Threads that sleep when idle leave the cores to the index search and to other processes (threads.py).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     declared = [node.name for node in session.get_inputs()]  # an unused input may have been pruned
     missing = [name for name in declared if name not in inputs]

@@ -75,7 +75,9 @@ def _searcher_lock(searcher: Any) -> threading.Lock:
         return lock
 
 
-def search_hits(target: Any, query: str, k: int, exact: bool, group_by: str, subset: list[str] | None) -> list[dict]:
+def search_hits(
+    target: Any, query: str, k: int, exact: bool | None, group_by: str, subset: list[str] | None
+) -> list[dict]:
     """One query's hits as ``Hit.to_dict()`` dicts, from a Searcher or a :class:`SearchClient`."""
     if isinstance(target, SearchClient):
         return target.search(query, k, exact=exact, group_by=group_by, subset=subset)
@@ -86,7 +88,7 @@ def search_hits(target: Any, query: str, k: int, exact: bool, group_by: str, sub
 
 
 async def asearch_hits(
-    target: Any, query: str, k: int, exact: bool, group_by: str, subset: list[str] | None
+    target: Any, query: str, k: int, exact: bool | None, group_by: str, subset: list[str] | None
 ) -> list[dict]:
     """:func:`search_hits` without blocking the event loop: ``httpx.AsyncClient`` over HTTP, a thread in process."""
     if isinstance(target, SearchClient):

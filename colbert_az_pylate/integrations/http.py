@@ -28,7 +28,7 @@ class SearchServerError(ColbertAzError):
 
 
 def check_search_arguments(
-    queries: str | Sequence[str], k: int, exact: bool, group_by: str, subset: Sequence[str] | None
+    queries: str | Sequence[str], k: int, exact: bool | None, group_by: str, subset: Sequence[str] | None
 ) -> tuple[list[str], int, list[str] | None]:
     """The queries as a list, ``k`` and ``subset`` checked as :meth:`Searcher.search` checks them, before any
     request is sent; one-line :class:`InvalidArgumentError` otherwise."""
@@ -39,8 +39,8 @@ def check_search_arguments(
     if not batch or any(not isinstance(q, str) or not q.strip() for q in batch):
         raise InvalidArgumentError("queries must be non-empty texts")
     k = check_count(k, "k")
-    if not isinstance(exact, bool):
-        raise InvalidArgumentError(f"exact must be True or False, got {exact!r}")
+    if exact is not None and not isinstance(exact, bool):
+        raise InvalidArgumentError(f"exact must be True, False or None (the faster of the two), got {exact!r}")
     if group_by not in GROUP_BY:
         raise InvalidArgumentError(f"group_by must be 'document' or 'passage', got {group_by!r}")
     if subset is not None:
@@ -136,7 +136,9 @@ class SearchClient:
     @staticmethod
     def _body(queries, k, exact, group_by, subset) -> tuple[dict, bool]:
         batch, k, subset = check_search_arguments(queries, k, exact, group_by, subset)
-        body = {"queries": batch, "k": k, "exact": exact, "group_by": group_by, "subset": subset}
+        body = {"queries": batch, "k": k, "group_by": group_by, "subset": subset}
+        if exact is not None:  # omitted: the server picks the faster of exact and graph search
+            body["exact"] = exact
         return body, isinstance(queries, str)
 
     def search(
@@ -144,7 +146,7 @@ class SearchClient:
         queries: str | Sequence[str],
         k: int = 10,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         group_by: str = "document",
         subset: Sequence[str] | None = None,
     ) -> list[dict] | list[list[dict]]:
@@ -157,7 +159,8 @@ class SearchClient:
         k
             Hits per query, a whole number >= 1 (default 10).
         exact
-            Brute-force MaxSim over every document (default: the index's search).
+            ``True``: brute-force MaxSim over every document; ``False``: the index's graph search; ``None``
+            (default): the faster of the two (see :meth:`Searcher.search`).
         group_by
             ``"document"`` (default, one hit per document) or ``"passage"``.
         subset
@@ -179,7 +182,7 @@ class SearchClient:
         queries: str | Sequence[str],
         k: int = 10,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         group_by: str = "document",
         subset: Sequence[str] | None = None,
     ) -> list[dict] | list[list[dict]]:

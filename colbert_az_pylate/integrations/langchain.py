@@ -61,7 +61,8 @@ if _IMPORT_ERROR is None:
         k
             Documents per query, a whole number >= 1 (default 10).
         exact
-            Brute-force MaxSim over every document instead of the index's search (default ``False``).
+            ``True``: brute-force MaxSim over every document; ``False``: the index's graph search; ``None``
+            (default): the faster of the two (see :meth:`Searcher.search`).
         group_by
             ``"document"`` (default: one hit per document, at its best passage) or ``"passage"``.
         subset
@@ -94,7 +95,7 @@ if _IMPORT_ERROR is None:
         api_key: SecretStr | None = None
         timeout: float = Field(default=30.0, gt=0)
         k: StrictInt = Field(default=10, ge=1)
-        exact: StrictBool = False
+        exact: StrictBool | None = None
         group_by: Literal["document", "passage"] = "document"
         subset: list[StrictStr] | None = None
 

@@ -72,7 +72,8 @@ if _IMPORT_ERROR is None:
         k
             Nodes per query, a whole number >= 1 (default 10).
         exact
-            Brute-force MaxSim over every document instead of the index's search (default ``False``).
+            ``True``: brute-force MaxSim over every document; ``False``: the index's graph search; ``None``
+            (default): the faster of the two (see :meth:`Searcher.search`).
         group_by
             ``"document"`` (default: one node per document, at its best passage) or ``"passage"``.
         subset
@@ -110,7 +111,7 @@ if _IMPORT_ERROR is None:
             api_key: str | None = None,
             timeout: float = 30.0,
             k: int = 10,
-            exact: bool = False,
+            exact: bool | None = None,
             group_by: str = "document",
             subset: Sequence[str] | None = None,
             callback_manager: CallbackManager | None = None,

@@ -771,7 +771,7 @@ class Searcher:
     def _entry_ids(self) -> Iterable[str]:
         return self.index_store._positions.keys()  # live ids, both backends
 
-    def _ranked(self, embeddings, k: int, exact: bool, k_token: int, subset) -> list[list[dict]]:
+    def _ranked(self, embeddings, k: int, exact: bool | None, k_token: int, subset) -> list[list[dict]]:
         if self.backend == "qdrant":  # Qdrant's multivector MAX_SIM scores every document: always exact
             return self.index_store.search(embeddings, k=k, subset=subset)
         if self.backend == "plaid":
@@ -780,13 +780,13 @@ class Searcher:
                     "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
                 )
             return self.index_store.search(embeddings, k=k, subset=subset)
+        if exact is None:
+            exact = self.index_store.exact_is_faster
         if exact:
-            if subset is not None:
-                raise InvalidArgumentError("subset is for the graph search; exact search scores every document")
-            return self.index_store.exact_search(embeddings, k=k)
+            return self.index_store.exact_search(embeddings, k=k, subset=subset)
         return self.index_store.search(embeddings, k=k, k_token=k_token, subset=subset)
 
-    def _documents_ranked(self, embeddings, k: int, exact: bool, k_token: int, subset) -> list[list[dict]]:
+    def _documents_ranked(self, embeddings, k: int, exact: bool | None, k_token: int, subset) -> list[list[dict]]:
         """Top ``k`` documents per query, each at its best passage: passages are fetched until ``k`` documents."""
         total = len(self.index_store)
         fetch = min(total, k * 4)
@@ -812,7 +812,7 @@ class Searcher:
         queries: str | Sequence[str],
         k: int = 10,
         *,
-        exact: bool = False,
+        exact: bool | None = None,
         k_token: int = 256,
         subset: Sequence[str] | None = None,
         group_by: str = "document",
@@ -826,7 +826,10 @@ class Searcher:
         k
             Hits per query, a whole number >= 1 (default 10).
         exact
-            Score every document by brute-force MaxSim (``--exact``; small corpora; the yardstick of the graph).
+            ``None`` (default): score every document by exact MaxSim when that is faster than the graph (a small
+            Voyager index: recall 1.0 at a lower cost, see :attr:`VoyagerIndex.exact_is_faster`), else search the
+            graph; ``True``: always exact (``--exact``; the yardstick of the graph); ``False``: always the graph
+            (``--no-exact``).
         k_token
             Graph neighbours per query token (Voyager; default 256).
         subset
@@ -848,23 +851,56 @@ class Searcher:
         batch = [queries] if single else list(queries)
         if not batch or any(not isinstance(q, str) or not q.strip() for q in batch):
             raise InvalidArgumentError("queries must be non-empty texts")
-        k = check_count(k, "k")
-        k_token = check_count(k_token, "k_token")
+        self._check_search(k, exact, k_token, subset, group_by)  # before the encoding: a bad argument costs nothing
+        results = self.search_encoded(
+            self.encode_queries(batch), k, exact=exact, k_token=k_token, subset=subset, group_by=group_by
+        )
+        return results[0] if single else results
+
+    def _check_search(self, k, exact, k_token, subset, group_by) -> None:
+        check_count(k, "k")
+        check_count(k_token, "k_token")
+        if exact is not None and not isinstance(exact, bool):
+            raise InvalidArgumentError(f"exact must be True, False or None (the faster of the two), got {exact!r}")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
-        if self.index_store is None or len(self.index_store) == 0:
-            raise ColbertAzError(f"the index at {self.folder} is empty; index documents before searching")
         if group_by not in ("document", "passage"):
             raise InvalidArgumentError(f"group_by must be 'document' or 'passage', got {group_by!r}")
+        if self.index_store is None or len(self.index_store) == 0:
+            raise ColbertAzError(f"the index at {self.folder} is empty; index documents before searching")
+
+    def search_encoded(
+        self,
+        query_embeddings: Sequence[np.ndarray],
+        k: int = 10,
+        *,
+        exact: bool | None = None,
+        k_token: int = 256,
+        subset: Sequence[str] | None = None,
+        group_by: str = "document",
+    ) -> list[list[Hit]]:
+        """Ranked hits for queries already encoded (by :meth:`encode_queries`): the index half of :meth:`search`.
+
+        Parameters
+        ----------
+        query_embeddings
+            One (tokens, dim) matrix per query.
+        k, exact, k_token, subset, group_by
+            As in :meth:`search`.
+
+        Returns
+        -------
+        list[list[Hit]]
+            One list of hits per query, best first.
+        """
+        self._check_search(k, exact, k_token, subset, group_by)
         if subset is not None:
             subset = [entry for doc_id in subset if isinstance(doc_id, str) for entry in self._stored_entries(doc_id)]
-        embeddings = self.encode_queries(batch)
         if group_by == "passage" or not self._has_passages():
-            ranked = self._ranked(embeddings, k, exact, k_token, subset)
+            ranked = self._ranked(query_embeddings, k, exact, k_token, subset)
         else:
-            ranked = self._documents_ranked(embeddings, k, exact, k_token, subset)
-        results = [[self._hit(entry) for entry in entries] for entries in ranked]
-        return results[0] if single else results
+            ranked = self._documents_ranked(query_embeddings, k, exact, k_token, subset)
+        return [[self._hit(entry) for entry in entries] for entries in ranked]
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[Hit]:
         """Rank ``documents`` for ``query`` by exact MaxSim, with this searcher's model (see :func:`rerank`)."""

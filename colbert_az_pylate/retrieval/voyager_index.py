@@ -56,7 +56,7 @@ from colbert_az_pylate.retrieval.folders import (
 )
 from colbert_az_pylate.retrieval.folders import VOYAGER_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
-from colbert_az_pylate.scores import packed_maxsim_scores
+from colbert_az_pylate.scores import maxsim_top_k, packed_maxsim_scores
 
 __all__ = ["LOCK", "MANIFEST", "ModelSignature", "VoyagerIndex"]
 
@@ -69,6 +69,12 @@ _STORE_FILE = re.compile(r"^(vectors|payloads)\.(\d+)\.(f16|jsonl)$")
 _STORAGE = {"float32": "Float32", "float8": "Float8", "e4m3": "E4M3"}
 _DOC_ARRAYS = ("doc_start", "doc_length", "payload_start", "payload_length", "alive", "label_doc")
 _NO_SUMS = np.zeros((0, 32), np.uint8)
+# Up to this size the committed vectors are held once per commit as float32 for exact scoring and reranking
+# (a float16 memory map costs a conversion on every search); beyond it they are read block by block.
+FLOAT32_CACHE_BYTES = 256 << 20
+# Up to this many stored token vectors, exact MaxSim over all of them is faster than the graph search (and exact):
+# the crossover measured by benchmarks/exact_crossover.py (benchmarks/results/exact-crossover.json).
+EXACT_SEARCH_MAX_VECTORS = 200_000
 
 
 @dataclass(frozen=True)
@@ -378,6 +384,7 @@ class VoyagerIndex(Base):
     def _derive(self) -> None:
         """Lookup tables rebuilt once per commit or load, so that a search does no per-index work."""
         self._vectors = None
+        self._float32 = None
         if self._payload_handle is not None:
             self._payload_handle.close()
         self._payload_handle = None
@@ -516,6 +523,9 @@ class VoyagerIndex(Base):
             size = path.stat().st_size if path.exists() else 0
             if size < needed:
                 raise IndexFormatError(f"{path} is truncated ({size} of {needed} bytes); rebuild the index")
+        lengths = tables["doc_length"]
+        if not np.array_equal(tables["doc_start"], np.cumsum(lengths) - lengths):
+            raise IndexFormatError(f"the document table of {self.path} is damaged; rebuild the index")
         for key, value in tables.items():
             setattr(self, key, value)
         self.doc_ids = doc_ids
@@ -1190,6 +1200,19 @@ class VoyagerIndex(Base):
             "distances": [chunk.tolist() for chunk in np.split(distances, split)],
         }
 
+    def float32_vectors(self) -> np.ndarray:
+        """All committed token vectors as float32 (rows × dim), checked against their checksums: held in memory
+        once per commit when they fit :data:`FLOAT32_CACHE_BYTES`, else the float16 memory map (read by blocks)."""
+        cached, state = self._float32, (self.epoch, self.rows)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        self._verify_vector_rows(self.doc_start, self.doc_length)
+        if self.rows * self.embedding_size * 4 > FLOAT32_CACHE_BYTES:
+            return self.vectors
+        vectors = np.asarray(self.vectors, np.float32)  # a search racing this one builds the same array
+        self._float32 = (state, vectors)
+        return vectors
+
     def rerank(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Exact MaxSim of one query against stored documents.
 
@@ -1206,10 +1229,18 @@ class VoyagerIndex(Base):
             One score per position.
         """
         starts, lengths = self.doc_start[positions], self.doc_length[positions]
-        self._verify_vector_rows(starts, lengths)
         rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         packed_starts = np.cumsum(lengths) - lengths
+        if self.rows * self.embedding_size * 4 <= FLOAT32_CACHE_BYTES:
+            return packed_maxsim_scores(query, self.float32_vectors()[rows], packed_starts)
+        self._verify_vector_rows(starts, lengths)
         return packed_maxsim_scores(query, np.asarray(self.vectors[rows], np.float32), packed_starts)
+
+    @property
+    def exact_is_faster(self) -> bool:
+        """Whether exact MaxSim over every stored vector beats the graph search here (a measured crossover,
+        :data:`EXACT_SEARCH_MAX_VECTORS`)."""
+        return self.rows <= EXACT_SEARCH_MAX_VECTORS
 
     def search(
         self,
@@ -1282,8 +1313,14 @@ class VoyagerIndex(Base):
             results.append([{"id": self.doc_ids[unique[i]], "score": float(scores[i])} for i in order])
         return results
 
-    def exact_search(self, queries_embeddings, k: int = 10, chunk_documents: int = 4096) -> list[list[dict]]:
-        """Brute-force MaxSim over every live document: the yardstick for :meth:`search`.
+    def exact_search(
+        self, queries_embeddings, k: int = 10, subset: Sequence[str] | None = None, chunk_documents: int | None = None
+    ) -> list[list[dict]]:
+        """Brute-force MaxSim over every live document: the yardstick for :meth:`search`, and the faster path for
+        small indexes (:attr:`exact_is_faster`).
+
+        One blocked matrix product over the contiguous store (:func:`~colbert_az_pylate.scores.maxsim_top_k`),
+        all queries at once, memory bounded whatever the number of queries or documents.
 
         Parameters
         ----------
@@ -1291,24 +1328,30 @@ class VoyagerIndex(Base):
             One (tokens, dim) matrix per query.
         k
             Documents per query (default 10).
+        subset
+            Only these ids may be returned (unknown ids are ignored).
         chunk_documents
-            Documents scored per step (memory bound; default 4096).
+            Ignored (kept for callers of earlier versions; the block size is set by memory).
 
         Returns
         -------
         list[list[dict]]
             As :meth:`search`.
         """
-        k, chunk_documents = check_count(k, "k"), check_count(chunk_documents, "chunk_documents")
+        k = check_count(k, "k")
+        if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
+            raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
         queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
         if not self._positions:
             raise ColbertAzError("the index is empty; add documents before searching")
-        live = np.flatnonzero(self.alive)
-        results = []
-        for query in queries:
-            scores = np.concatenate(
-                [self.rerank(query, live[i : i + chunk_documents]) for i in range(0, len(live), chunk_documents)]
-            )
-            order = np.argsort(-scores, kind="stable")[:k]
-            results.append([{"id": self.doc_ids[live[i]], "score": float(scores[i])} for i in order])
-        return results
+        allowed = self.alive
+        if subset is not None:
+            allowed = np.zeros(len(self.alive), bool)
+            allowed[[self._positions[i] for i in subset if i in self._positions]] = True
+        if not allowed.any():
+            return [[] for _ in queries]
+        documents, scores = maxsim_top_k(queries, self.float32_vectors(), self.doc_start, k, allowed=allowed)
+        return [
+            [{"id": self.doc_ids[d], "score": float(s)} for d, s in zip(row_documents, row_scores, strict=True)]
+            for row_documents, row_scores in zip(documents.tolist(), scores.tolist(), strict=True)
+        ]
