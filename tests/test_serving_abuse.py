@@ -531,3 +531,115 @@ def test_serve_url_names_a_qdrant_collection_and_an_unreachable_server_is_one_li
     assert main(["serve", "colbert-az-docs", "--url", "http://127.0.0.1:9"]) == 2  # nothing listens there
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) <= 2 and "cannot reach the Qdrant server" in err[-1], err
+
+
+# ------------------------------------------------------------------------------------------------ scale-out
+def test_two_worker_processes_answer_every_request_of_concurrent_clients_correctly(model, tmp_path):
+    """The real command with ``--workers 2`` (each worker its own model and read-only view of the index): eight
+    clients at once, every answer the in-process Searcher's."""
+    import os
+    import subprocess
+    import sys
+
+    local = _new_index(model, tmp_path / "index")
+    queries = [TEXTS[name] for name in TEXTS] + ["Bakı", "saray", "poema", "çay", "alma", "dəniz"]
+    expected = {query: [hit.id for hit in local.search(query, k=3)] for query in queries}
+    local.index_store.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(tmp_path / "index"), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--workers", "2", "--header-timeout", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+
+            def client_loop(number: int) -> list[str]:
+                problems = []
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as own:
+                    for step in range(8):
+                        query = queries[(number + step) % len(queries)]
+                        response = own.post("/search", json={"queries": [query], "k": 3})
+                        if response.status_code != 200:
+                            problems.append(f"{response.status_code} {response.text}")
+                        elif [hit["id"] for hit in response.json()["results"][0]["hits"]] != expected[query]:
+                            problems.append(f"wrong hits for {query!r}")
+                return problems
+
+            with ThreadPoolExecutor(8) as pool:
+                problems = [problem for found in pool.map(client_loop, range(8)) for problem in found]
+            assert not problems, problems[:5]
+            health = client.get("/health").json()
+            assert health["writable"] is False and health["documents"] == len(TEXTS)
+            refused = client.post("/documents", json={"documents": [{"id": "w", "text": "Wörter"}]})
+            _assert_one_line_error(refused, 403)
+            silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # each worker has the header timeout
+            try:
+                started = time.monotonic()
+                answer = _read_all(silent)
+                assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 8, answer[:200]
+            finally:
+                silent.close()
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+        process.stderr.close()
+
+
+def test_a_qdrant_index_takes_concurrent_writes_and_searches_and_loses_nothing(model, tmp_path):
+    """A store the searches share (embedded Qdrant): its writes, not their encodings, exclude the searches."""
+    pytest.importorskip("qdrant_client")
+    searcher = Searcher(model, tmp_path / "qdrant", backend="qdrant", show_progress_bar=False)
+    searcher.index(list(TEXTS.values()), ids=list(TEXTS))
+    server = Server(create_app(searcher, api_key=KEY, batch_wait_ms=5))
+    failures, acknowledged = [], []
+    try:
+
+        def write(worker: int) -> None:
+            for batch in range(2):
+                docs = [
+                    {"id": f"q{worker}-{batch}-{n}", "text": f"Qdrant {worker} {batch} {n}: Şamaxı"} for n in range(3)
+                ]
+                response = server.client.post("/documents", json={"documents": docs}, headers=AUTH)
+                if response.status_code == 200:
+                    acknowledged.extend(docs)
+                else:
+                    failures.append(response.text)
+
+        def read(_: int) -> None:
+            for _ in range(4):
+                response = server.client.post("/search", json={"queries": ["Şamaxı"], "k": 5})
+                if response.status_code != 200:
+                    failures.append(response.text)
+
+        with ThreadPoolExecutor(6) as pool:
+            jobs = [(write, w) for w in range(3)] + [(read, r) for r in range(3)]
+            list(pool.map(lambda job: job[0](job[1]), jobs))
+        assert not failures, failures[:3]
+        assert len(acknowledged) == 18
+        for doc in acknowledged:
+            hits = _search(server, doc["text"], k=1, subset=[doc["id"]])
+            assert hits and hits[0]["id"] == doc["id"]
+        _wait_until(lambda: server.client.get("/health").json()["documents"] == len(TEXTS) + 18, timeout=5)
+    finally:
+        server.stop()
+        searcher.index_store.close()
