@@ -88,8 +88,6 @@ def build(dataset: Path, size: int) -> dict:
         return json.loads(done.read_text())
     import shutil
 
-    from pylate import indexes
-
     sys.path.insert(0, str(HERE))
     from retrieval import fixed_pylate_voyager  # the one fix pylate's Voyager needs
 
