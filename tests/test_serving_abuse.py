@@ -240,7 +240,7 @@ def test_a_burst_of_writes_does_not_hold_searches_back(writable, monkeypatch):
 
     def slow_chunk(encoder, texts, *args, **kwargs):
         chunks.append(len(texts))
-        time.sleep(0.15)
+        time.sleep(0.08)
         return real(encoder, texts, *args, **kwargs)
 
     monkeypatch.setattr(searcher_module, "encode_document_vectors", slow_chunk)
@@ -643,3 +643,30 @@ def test_a_qdrant_index_takes_concurrent_writes_and_searches_and_loses_nothing(m
     finally:
         server.stop()
         searcher.index_store.close()
+
+
+def test_a_lone_query_does_not_wait_for_company_and_concurrent_ones_still_share_a_pass():
+    import asyncio
+
+    from colbert_az_pylate.serving import MicroBatcher
+
+    calls, others = [], [False]
+
+    def lengths(texts):
+        calls.append(len(texts))
+        return [len(text) for text in texts]
+
+    async def run():
+        batcher = MicroBatcher(lengths, wait_ms=300, company=lambda: others[0])
+        try:
+            began = asyncio.get_running_loop().time()
+            assert await batcher.encode(["Bakı"]) == [4]
+            alone = asyncio.get_running_loop().time() - began
+            others[0] = True
+            together = await asyncio.gather(batcher.encode(["Şəki"]), batcher.encode(["Quba", "Gəncə"]))
+            return alone, together
+        finally:
+            await batcher.close()
+
+    alone, together = asyncio.run(run())
+    assert alone < 0.2 and together == [[4], [4, 5]] and calls == [1, 3]

@@ -8,9 +8,10 @@ their pages load scripts from a CDN). Every error is ``{"error": "one line"}`` w
 Concurrency: searches run at once in a bounded pool of threads, sharing the index under a readers-writer lock whose
 exclusive side is taken only to refresh the searches' read-only view to a new commit (or, for a store the searches
 share, to write it), briefly. Query encodings of concurrent requests are micro-batched
-(:class:`~colbert_az_pylate.serving.batching.MicroBatcher`) and served ahead of document encodings, which hold the
-model one query batch's worth of tokens at a time. ``/health`` reads cached counters and waits for nothing. A
-request whose client has gone is dropped before its encoding or its search starts.
+(:class:`~colbert_az_pylate.serving.batching.MicroBatcher`; a lone request does not wait for company) and served
+ahead of document encodings, which hold the model about 16 queries' worth of tokens at a time. ``/health`` reads
+cached counters and waits for nothing. A request whose client has gone is dropped before its encoding or its search
+starts.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name local classes
@@ -199,15 +200,19 @@ class _Service:
         model = self.reader.model
         self.query_length = int(getattr(model, "query_length", 32) or 32)
         self.document_length = int(getattr(model, "document_length", 256) or 256)
-        # texts per model hold for documents: one query batch's worth of tokens
-        self.document_chunk = max(1, max_batch * self.query_length // self.document_length)
+        # texts per model hold for documents: about 16 queries' worth of tokens (512 for colbert-az), so a query
+        # that arrives meanwhile waits for one such chunk at most
+        self.document_chunk = max(1, min(max_batch, 16) * self.query_length // self.document_length)
         if self.writer is not None:
             self.writer.show_progress_bar = False
             self.writer.encode_documents = self._encode_for_write  # in chunks, behind waiting queries
             if self.shared_store:  # the store's writes alone, not the encoding before them, exclude searches
                 self.writer.index_store = _ExclusiveWrites(store, self.index_lock)
         self.reader.show_progress_bar = False
-        self.batcher = MicroBatcher(self._encode_queries, wait_ms=batch_wait_ms, max_batch=max_batch)
+        self.unencoded = 0  # query requests not encoded yet: a lone one does not wait for company
+        self.batcher = MicroBatcher(
+            self._encode_queries, wait_ms=batch_wait_ms, max_batch=max_batch, company=lambda: self.unencoded > 1
+        )
         self.encoder = getattr(model[0].auto_model, "description", "torch")
         self.refreshing = False
         self.counted_at = 0.0
@@ -810,8 +815,7 @@ def create_app(
     batch_wait_ms
         How long a query waits for others to share its forward pass (default 2 ms; 0: no micro-batching).
     max_batch
-        Texts per forward pass at most (default 64); documents are encoded ``max_batch`` x query length tokens'
-        worth at a time.
+        Texts per forward pass at most (default 64).
     allowed_hosts
         ``Host`` names answered (default ``localhost``, ``127.0.0.1``, ``::1``; ``*.domain`` for subdomains,
         ``"*"`` for any): others get a 400, which defeats DNS rebinding against a local server.
@@ -1016,8 +1020,12 @@ def create_app(
             _check_count(len(body.subset), limits.max_documents * 100, "subset ids", "--max-documents x 100")
             _check_unicode(body.subset, "subset")
         service.searches += 1
+        service.unencoded += 1
         try:
-            embeddings = await until_disconnected(request, service.batcher.encode(body.queries))
+            try:
+                embeddings = await until_disconnected(request, service.batcher.encode(body.queries))
+            finally:
+                service.unencoded -= 1
             answer = await until_disconnected(
                 request,
                 in_search_pool(
@@ -1100,7 +1108,11 @@ def create_app(
                 "send fewer or shorter texts",
             )
         if body.is_query:
-            vectors = await until_disconnected(request, service.batcher.encode(texts))
+            service.unencoded += 1
+            try:
+                vectors = await until_disconnected(request, service.batcher.encode(texts))
+            finally:
+                service.unencoded -= 1
         else:
             if service.bulk_slot.locked() and service.bulk_waiting >= service.BULK_QUEUE:
                 raise ClientError(

@@ -31,6 +31,10 @@ class MicroBatcher:
     max_batch
         At most this many texts per call of ``encode_many`` (default 64); a single request larger than that is
         encoded on its own.
+    company
+        Optional: whether other requests may still bring texts (the server counts its requests that have not
+        been encoded yet). When it says no, a request does not wait ``wait_ms`` for nobody: a lone client pays no
+        batching delay.
 
     Examples
     --------
@@ -50,12 +54,20 @@ class MicroBatcher:
     ([[4], [4, 4], [5]], [4])
     """
 
-    def __init__(self, encode_many: Callable[[list[str]], Sequence[Any]], *, wait_ms: float = 2.0, max_batch: int = 64):
+    def __init__(
+        self,
+        encode_many: Callable[[list[str]], Sequence[Any]],
+        *,
+        wait_ms: float = 2.0,
+        max_batch: int = 64,
+        company: Callable[[], bool] | None = None,
+    ):
         if isinstance(wait_ms, bool) or not isinstance(wait_ms, (int, float)) or not wait_ms >= 0:
             raise InvalidArgumentError(f"wait_ms must be a number of milliseconds >= 0, got {wait_ms!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise InvalidArgumentError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
         self.encode_many, self.wait_ms, self.max_batch = encode_many, float(wait_ms), max_batch
+        self.company = company
         self.calls = 0  # calls of encode_many, and the texts they encoded: the batching actually achieved
         self.texts = 0
         self._queue: asyncio.Queue | None = None
@@ -81,7 +93,7 @@ class MicroBatcher:
             the request whose texts raised it: a failed batch is encoded again request by request.
         """
         texts = list(texts)
-        if not self.enabled or len(texts) >= self.max_batch:
+        if not self.enabled:
             return await self._run([texts])
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
@@ -108,7 +120,8 @@ class MicroBatcher:
             while True:
                 batch = [carry if carry is not None else await queue.get()]
                 carry = None
-                size, deadline = len(batch[0][0]), loop.time() + self.wait_ms / 1000
+                wait = self.wait_ms / 1000 if self.company is None or self.company() else 0.0
+                size, deadline = len(batch[0][0]), loop.time() + wait
                 while size < self.max_batch:
                     remaining = deadline - loop.time()
                     try:
