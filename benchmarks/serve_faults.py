@@ -14,6 +14,8 @@ the MiniLM stand-in (converted) and AZ-MIRAGE answers as documents:
 
     python benchmarks/serve_faults.py --dataset ../shared/data/az-mirage/dataset.json
         # writes benchmarks/results/serve-faults.json; about 4 minutes on 2 CPU cores
+    python benchmarks/serve_faults.py --dataset ../shared/data/az-mirage/dataset.json --quick
+        # 100 documents, 2 writers x 2 batches, 1 kill: checks that the script runs (a temporary file)
 """
 
 from __future__ import annotations
@@ -100,8 +102,17 @@ def main() -> None:
     parser.add_argument("--searchers", type=int, default=8)
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "serve-faults.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: does the script run?")
+    parser.add_argument("--output", help="default: benchmarks/results/serve-faults.json (--quick: a temporary file)")
     args = parser.parse_args()
+    if args.quick:
+        args.documents, args.writers, args.batches, args.searchers, args.kills = 100, 2, 2, 2, 1
+    if args.output is None:
+        args.output = (
+            os.path.join(tempfile.gettempdir(), "serve-faults-quick.json")
+            if args.quick
+            else str(Path(__file__).parent / "results" / "serve-faults.json")
+        )
 
     import httpx
 

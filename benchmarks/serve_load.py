@@ -8,8 +8,14 @@ a Voyager index. Each server is the real command (``python -m colbert_az_pylate 
 loop is bounded: ``--requests`` requests per setting. The top 10 ids of every served answer are compared with the
 in-process ones.
 
+The ``targets`` of the report (issue 16): requests/s with 8 clients at least 2.5 times that with 1 client, and the
+server's overhead (its p50 with 1 client minus the in-process ``Searcher.search`` p50) at most 10 ms.
+
     python benchmarks/serve_load.py --dataset ../shared/data/az-mirage/dataset.json
         # writes benchmarks/results/serve-load.json; about 3 minutes on 2 CPU cores
+    python benchmarks/serve_load.py --dataset ../shared/data/az-mirage/dataset.json --quick
+        # 200 documents, 32 requests, 1 and 8 clients: checks that the script runs (under a minute; no timings
+        # to keep), writes a temporary file unless --output is given
 """
 
 from __future__ import annotations
@@ -145,6 +151,22 @@ def load(url: str, queries: list[str], concurrency: int, k: int) -> tuple[dict, 
     return summary(latencies, time.perf_counter() - began), answers, errors
 
 
+def targets(report: dict) -> dict:
+    """The figures issue 16 sets targets for, from the batching-on runs and the in-process run."""
+    runs = report["batching_on"]
+    one, eight = runs["concurrency_1"], runs["concurrency_8"]
+    speedup = eight["throughput_per_s"] / one["throughput_per_s"] if one["throughput_per_s"] else 0.0
+    overhead = one["p50_ms"] - report["in_process_sequential"]["p50_ms"]
+    return {
+        "requests_per_s_1_client": one["throughput_per_s"],
+        "requests_per_s_8_clients": eight["throughput_per_s"],
+        "speedup_8_vs_1": round(speedup, 2),
+        "speedup_target": ">= 2.5",
+        "server_overhead_p50_ms": round(overhead, 1),
+        "server_overhead_target_ms": "<= 10",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="AZ-MIRAGE dataset.json")
@@ -153,15 +175,25 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=2.0, help="the server's wait with batching on")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "serve-load.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: does the script run? (timings meaningless)")
+    parser.add_argument("--output", help="default: benchmarks/results/serve-load.json (--quick: a temporary file)")
     args = parser.parse_args()
+    concurrencies = CONCURRENCY
+    if args.quick:
+        args.documents, args.requests, concurrencies = min(args.documents, 200), min(args.requests, 32), (1, 8)
+    if args.output is None:
+        args.output = (
+            os.path.join(tempfile.gettempdir(), "serve-load-quick.json")
+            if args.quick
+            else str(Path(__file__).parent / "results" / "serve-load.json")
+        )
 
     from colbert_az_pylate.retrieval.searcher import Searcher
 
     texts, questions = corpus_and_questions(Path(args.dataset), args.documents, args.seed)
     queries = questions[: args.requests]
     report: dict = {
-        "command": "python benchmarks/serve_load.py --dataset ../shared/data/az-mirage/dataset.json",
+        "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "model": "MiniLM stand-in (converted), Voyager index, k = 10, one query per request",
         "settings": vars(args),
@@ -187,7 +219,7 @@ def main() -> None:
             try:
                 load(server.url, questions[-16:], 4, args.k)  # warm-up, queries not measured
                 report[name] = {}
-                for concurrency in CONCURRENCY:
+                for concurrency in concurrencies:
                     import httpx
 
                     before = httpx.get(f"{server.url}/health").json()["query_batches"]
@@ -203,6 +235,8 @@ def main() -> None:
                     print(name, concurrency, json.dumps(figures), flush=True)
             finally:
                 server.stop()
+    report["targets"] = targets(report)
+    print("targets", json.dumps(report["targets"]), flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
