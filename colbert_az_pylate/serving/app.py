@@ -297,6 +297,7 @@ class _Service:
             with self.index_lock.write():
                 self.reader.index_store.refresh()
                 self.seen = state
+            with self.index_lock.read():  # counting reads every id (passages): beside the searches, not alone
                 self.counters = self._count()
 
     def refresh_soon(self) -> None:
