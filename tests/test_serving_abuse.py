@@ -670,3 +670,26 @@ def test_a_lone_query_does_not_wait_for_company_and_concurrent_ones_still_share_
 
     alone, together = asyncio.run(run())
     assert alone < 0.2 and together == [[4], [4, 5]] and calls == [1, 3]
+
+
+def test_document_embeddings_stop_at_the_next_chunk_when_their_client_goes(keyless, monkeypatch):
+    service, chunks, started = keyless.service, [], threading.Event()
+    real = service.reader.model.encode
+
+    def slow(texts, *args, **kwargs):
+        if kwargs.get("is_query") is False:
+            chunks.append(len(texts))
+            started.set()
+            time.sleep(0.2)
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(service.reader.model, "encode", slow)
+    texts = [f"Sənəd {n}: Şahdağ, Qusar." for n in range(8 * service.document_chunk)]  # eight chunks
+    gone = _connect(keyless)
+    gone.sendall(_raw_request("/v1/embeddings", {"input": texts, "is_query": False}))
+    assert started.wait(10)
+    gone.close()
+    _wait_until(lambda: not service.bulk_slot.locked(), timeout=10)  # the slot is free again
+    assert len(chunks) < 8
+    answer = keyless.client.post("/v1/embeddings", json={"input": texts[:2], "is_query": False})
+    assert answer.status_code == 200 and len(answer.json()["data"]) == 2
