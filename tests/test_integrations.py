@@ -96,7 +96,11 @@ class StandIn(BaseHTTPRequestHandler):
         try:
             with self.lock:
                 ranked = self.searcher.search(
-                    body["queries"], body["k"], exact=body["exact"], group_by=body["group_by"], subset=body["subset"]
+                    body["queries"],
+                    body["k"],
+                    exact=body.get("exact"),
+                    group_by=body["group_by"],
+                    subset=body["subset"],
                 )
         except ColbertAzError as exc:
             return self._send(422, {"error": first_line(exc)})
@@ -364,8 +368,11 @@ def test_server_errors_become_one_line_search_server_errors_in_every_call(server
         assert error.value.status == status, name
 
 
-def test_the_searchers_own_refusal_comes_back_as_the_servers_one_line_422(server):
-    # exact search with a subset: the Searcher in the server refuses it (the client cannot know)
+def test_the_searchers_own_refusal_comes_back_as_the_servers_one_line_422(server, index_folder, monkeypatch):
+    # a search of an empty index: the Searcher in the server refuses it (the client cannot know)
+    empty = Searcher(index_folder.parent / "model", index_folder.parent / "empty", show_progress_bar=False)
+    for handler in StandIn.__subclasses__():  # the server fixture's handler class
+        monkeypatch.setattr(handler, "searcher", empty)
     langchain = LangChainRetriever(url=server, api_key=KEY, exact=True, subset=["doc1"])
     llamaindex = LlamaIndexRetriever(url=server, api_key=KEY, exact=True, subset=["doc1"])
     for call in (
@@ -376,7 +383,7 @@ def test_the_searchers_own_refusal_comes_back_as_the_servers_one_line_422(server
     ):
         with pytest.raises(SearchServerError) as error:
             call(QUERY)
-        assert_one_line(error, "answered 422: subset is for the graph search")
+        assert_one_line(error, "answered 422: the index at")
         assert error.value.status == 422
 
 
@@ -404,7 +411,7 @@ def test_bad_arguments_are_refused_before_any_request_is_sent():
         ({"k": 0}, "k must be a whole number >= 1"),
         ({"k": "3"}, "k must be a whole number >= 1"),
         ({"group_by": "page"}, "group_by must be"),
-        ({"exact": "yes"}, "exact must be True or False"),
+        ({"exact": "yes"}, "exact must be True, False or None"),
         ({"subset": "doc1"}, "subset must be a list"),
     ):
         with pytest.raises(InvalidArgumentError, match=message):
@@ -486,7 +493,7 @@ def test_end_to_end_against_colbert_az_serve_under_uvicorn(index_folder, searche
                 LangChainRetriever(url=url, api_key=key).invoke(QUERY)
             assert_one_line(error, "answered 401")
         with pytest.raises(SearchServerError) as error:
-            asyncio.run(SearchClient(url, api_key=KEY).asearch(QUERY, 3, exact=True, subset=["doc1"]))
+            asyncio.run(SearchClient(url, api_key=KEY).asearch(QUERY, 100_000))  # beyond the server's --max-k
         assert_one_line(error, "answered 4")
     finally:
         server.should_exit = True

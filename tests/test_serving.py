@@ -145,6 +145,9 @@ def test_search_answers_the_same_hits_as_the_searcher_in_process(served, model):
         got = _search(served, query, k=4)
         assert [hit["id"] for hit in got] == [hit["id"] for hit in expected]
         assert [hit["score"] for hit in got] == pytest.approx([hit["score"] for hit in expected], rel=1e-5)
+    for exact in (True, False):  # forced either way, as in process; absent (above): the faster of the two
+        expected = [hit.id for hit in local.search("Bakı paytaxt", k=4, exact=exact)]
+        assert [hit["id"] for hit in _search(served, "Bakı paytaxt", k=4, exact=exact)] == expected
 
 
 def test_health_names_the_model_backend_size_and_commit_and_the_openapi_description_is_served(served, model_folder):
@@ -152,6 +155,7 @@ def test_health_names_the_model_backend_size_and_commit_and_the_openapi_descript
     assert health["status"] == "ok" and health["backend"] == "voyager" and health["writable"] is True
     assert health["model"] == Path(model_folder).name and isinstance(health["commit"], int)
     assert health["documents"] >= len(TEXTS) and health["encoder"] == "torch"
+    assert health["threads"]["openmp_wait_policy"] and health["threads"]["torch_threads"] >= 1
     for page in ("/docs", "/redoc"):  # their pages load scripts from a CDN (blank offline): not served
         assert "no such endpoint" in _assert_one_line_error(served.client.get(page), 404)
     paths = served.client.get("/openapi.json").json()["paths"]

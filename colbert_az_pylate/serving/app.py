@@ -42,6 +42,7 @@ from colbert_az_pylate.errors import (
 )
 from colbert_az_pylate.serving.batching import MicroBatcher
 from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock
+from colbert_az_pylate.threads import thread_policy
 
 __all__ = ["ServeLimits", "create_app"]
 
@@ -122,7 +123,11 @@ def _models():
     class SearchRequest(Body):
         queries: list[str] = Field(description="query texts")
         k: int = Field(10, description="hits per query")
-        exact: bool = Field(False, description="score every document by exact MaxSim (Voyager)")
+        exact: bool | None = Field(
+            None,
+            description="true: exact MaxSim over every document; false: the graph search; null or absent: the "
+            "faster of the two for this index (Voyager)",
+        )
         group_by: Literal["document", "passage"] = Field("document", description="one hit per document or passage")
         subset: list[str] | None = Field(None, description="only these document ids may be returned")
 
@@ -334,7 +339,7 @@ class _Service:
             "commit": getattr(self.reader.index_store, "generation", None),
         }
 
-    def search(self, queries: list[str], embeddings: list, k: int, exact: bool, group_by: str, subset) -> bytes:
+    def search(self, queries: list[str], embeddings: list, k: int, exact: bool | None, group_by: str, subset) -> bytes:
         """The answer of ``/search``, serialised (outside the lock)."""
         self.refresh()
         with self.index_lock.read():
@@ -355,6 +360,7 @@ class _Service:
             "writable": self.writer is not None,
             "query_batches": {"forward_passes": self.batcher.calls, "queries": self.batcher.texts},
             "searches_in_flight": self.searches,
+            "threads": thread_policy(),
         }
 
     # -- writing
