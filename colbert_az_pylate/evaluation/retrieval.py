@@ -1,13 +1,13 @@
 """Exact (brute-force MaxSim) full-corpus retrieval: the quality yardstick for evaluation and indexes.
 
 :func:`exact_run` scores blocks of queries against runs of whole documents with
-:func:`colbert_az_pylate.scores.maxsim_top_k`, keeping only each query's running top ``k``: peak memory is set by
-``block_elements`` and ``query_block``, not by the number of queries or documents. Given ``cache_dir`` (the CLI's
-``--run-dir``), the document encodings are written there by
-:func:`colbert_az_pylate.retrieval.encoding.encode_corpus` (float32 shards, atomic, checksummed), in a folder named
-after the model's signature and the corpus fingerprint: an interrupted evaluation resumes at the last finished
-shard and a second evaluation of the same model on the same corpus encodes no document again; scoring reads the
-shards one at a time.
+:func:`colbert_az_pylate.scores.maxsim_top_k`, keeping only each query's running top ``k``: the memory scoring takes
+is set by ``block_elements`` and ``query_block``, not by the number of queries. The document vectors are held in
+memory, or, given ``cache_dir`` (the CLI's ``--run-dir``), written there by
+:func:`colbert_az_pylate.retrieval.encoding.encode_corpus` (float32 shards, atomic, checksummed) and read back one
+shard at a time. The cache folder is named after the model's signature and the corpus fingerprint: an interrupted
+evaluation resumes at the last finished shard, and a second evaluation of the same model on the same corpus encodes
+no document again.
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def _cached_pieces(model, ids, texts, batch_size, cache_dir, show, say) -> Calla
 
     def pieces():
         for path, starts, first in shards:
-            yield np.load(path, mmap_mode="r", allow_pickle=False), starts, first  # unmapped once scored
+            # copy-on-write: writable for torch.from_numpy (no copy of each block), never written; unmapped once scored
+            yield np.load(path, mmap_mode="c", allow_pickle=False), starts, first
 
     return pieces
 
