@@ -466,7 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("output", nargs="?", help="new folder: MODEL's pylate files plus the export (default: MODEL)")
     export.add_argument("--encoder", required=True, choices=["onnx", "openvino"], help="the runtime to export for")
     export.add_argument(
-        "--quantize", choices=["int8", "bf16"], help="also write the int8-weight graph (--encoder openvino)"
+        "--quantize",
+        choices=["int8", "bf16", "int8-query"],
+        help="also write the int8-weight graph, or the static int8 query graph (int8-query) (--encoder openvino)",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT folder")
     export.add_argument("--json", action="store_true", help="print the export record as JSON")
@@ -639,8 +641,9 @@ def add_encoder_arguments(parser: argparse.ArgumentParser, what: str = "what run
     )
     parser.add_argument(
         "--quantize",
-        choices=["int8", "bf16"],
-        help="int8 weights or bfloat16 compute (--encoder openvino; faster, see the README for the cost)",
+        choices=["int8", "bf16", "int8-query"],
+        help="int8 weights, bfloat16 compute or int8-query (queries through a static int8 graph, documents float32) "
+        "(--encoder openvino; faster, see the README for the cost)",
     )
 
 

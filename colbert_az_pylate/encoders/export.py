@@ -8,6 +8,12 @@ The exported graphs live in ``<model>/encoders/`` with a record, ``encoders/expo
   asymmetric; activations stay float32), compiled by OpenVINO (``encoder="openvino", quantize="int8"``). It needs
   no calibration data, so nothing of the user's can leak into it.
 
+- ``openvino-int8-query.xml``/``.bin``: a *query* graph for ``quantize="int8-query"``: the backbone at the query's
+  static shape (``[batch, query_length]``, the attention mask folded to ones, as pylate's query expansion makes
+  it), int8 weights *and* activations (NNCF post-training quantization, transformer preset with SmoothQuant,
+  calibrated on texts shipped in the package), the sensitive MatMuls left unquantized (:func:`query_graph_scope`).
+  Queries run it; documents run the float32 graph, so they are float32 exactly.
+
 ``encoder="openvino", quantize="bf16"`` runs the float32 graph with bfloat16 compute (CPUs with AVX512-BF16 or
 AMX; elsewhere OpenVINO computes in float32). int8 is offered where it keeps the parity budget (top-10 agreement
 >= 0.95 with float32 exact search on AZ-MIRAGE, MiniLM stand-in): ONNX Runtime's dynamic int8 and OpenVINO's
@@ -32,12 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, OutputExistsError, first_line
 
 ENCODERS = ("torch", "onnx", "openvino")
-QUANTIZATIONS = (None, "int8", "bf16")
+QUANTIZATIONS = (None, "int8", "bf16", "int8-query")
 EXPORT_FOLDER = "encoders"
 RECORD_FILE = "export.json"
 LOCK_FILE = ".lock"
@@ -51,8 +58,15 @@ GRAPH_FILES: dict[tuple[str, str | None], str] = {
     ("openvino", None): "model.onnx",
     ("openvino", "int8"): "openvino-int8.xml",
     ("openvino", "bf16"): "model.onnx",  # the float32 graph, computed in bfloat16 where the CPU has it
+    ("openvino", "int8-query"): "model.onnx",  # documents: the float32 graph; queries: QUERY_GRAPH_FILES
 }
-EXTRA_FILES = {"openvino-int8.xml": ("openvino-int8.bin",)}
+# (encoder, quantize) -> the static-shape graph its queries run, when they have their own
+QUERY_GRAPH_FILES: dict[tuple[str, str | None], str] = {("openvino", "int8-query"): "openvino-int8-query.xml"}
+EXTRA_FILES = {"openvino-int8.xml": ("openvino-int8.bin",), "openvino-int8-query.xml": ("openvino-int8-query.bin",)}
+# the query graph keeps these MatMuls unquantized: the first and last EDGE_LAYERS layers, every FFN down projection
+# (its input is the widest and has the largest outliers) and the products of two activations (attention scores and
+# attention x values); its float parts are computed in bfloat16 where the CPU has it
+EDGE_LAYERS = 2
 EXTRAS = {"onnx": "onnx", "openvino": "openvino"}
 
 
@@ -64,7 +78,8 @@ def check_encoder(encoder: str, quantize: str | None = None) -> tuple[str, str |
     encoder : str
         ``"torch"`` (pylate as is), ``"onnx"`` (ONNX Runtime) or ``"openvino"``.
     quantize : str, optional
-        ``None`` (float32), ``"int8"`` (int8 weights) or ``"bf16"`` (bfloat16 compute), with ``"openvino"`` only.
+        ``None`` (float32), ``"int8"`` (int8 weights), ``"bf16"`` (bfloat16 compute) or ``"int8-query"`` (queries
+        through a static int8 graph, documents float32), with ``"openvino"`` only.
 
     Returns
     -------
@@ -87,12 +102,16 @@ def check_encoder(encoder: str, quantize: str | None = None) -> tuple[str, str |
     if level in ("", "none", "fp32", "float32"):
         level = None
     if level not in QUANTIZATIONS:
-        raise InvalidArgumentError(f"unknown quantization {quantize!r}; choose int8 or bf16, or leave it out (float32)")
+        raise InvalidArgumentError(
+            f"unknown quantization {quantize!r}; choose int8, bf16 or int8-query, or leave it out (float32)"
+        )
     if name != "openvino" and level is not None:
         why = (
             "ONNX Runtime's int8 is out of the quality budget (top-10 agreement 0.85 < 0.95, docs/benchmarks.md)"
             if level == "int8"
             else "bfloat16 compute is OpenVINO's"
+            if level == "bf16"
+            else "the static int8 query graph is OpenVINO's"
         )
         raise InvalidArgumentError(f"quantize={level!r} (--quantize) needs encoder 'openvino', not {name!r}: {why}")
     return name, level
@@ -132,7 +151,7 @@ class ExportRecord:
     files : dict
         File name (relative to the export folder) -> ``{"bytes": size, "sha256": hex}``.
     graphs : dict
-        ``"onnx"`` (float32, both runtimes) and ``"openvino-int8"`` -> the file each runs.
+        ``"onnx"`` (float32, both runtimes), ``"openvino-int8"`` and ``"openvino-int8-query"`` -> the file each runs.
     versions : dict
         Library versions the export was made with (informative).
 
@@ -167,15 +186,41 @@ class ExportRecord:
 
 
 def graph_key(encoder: str, quantize: str | None) -> str:
-    """The name of a graph in the record: ``"onnx"`` (the float32 graph: both runtimes, bf16 too) or
-    ``"openvino-int8"``.
+    """The name of the graph that encodes documents in the record: ``"onnx"`` (the float32 graph: both runtimes,
+    bf16 and int8-query too) or ``"openvino-int8"``.
 
     Examples
     --------
-    >>> graph_key("openvino", None), graph_key("openvino", "int8")
-    ('onnx', 'openvino-int8')
+    >>> graph_key("openvino", None), graph_key("openvino", "int8"), graph_key("openvino", "int8-query")
+    ('onnx', 'openvino-int8', 'onnx')
     """
     return f"{encoder}-{quantize}" if quantize == "int8" else "onnx"
+
+
+def query_graph_key(encoder: str, quantize: str | None) -> str | None:
+    """The name of the static query graph in the record, ``None`` when queries run the document graph.
+
+    Examples
+    --------
+    >>> query_graph_key("openvino", "int8-query"), query_graph_key("openvino", "int8")
+    ('openvino-int8-query', None)
+    """
+    return f"{encoder}-{quantize}" if (encoder, quantize) in QUERY_GRAPH_FILES else None
+
+
+def record_keys(encoder: str, quantize: str | None) -> list[tuple[str, str]]:
+    """Every graph ``(encoder, quantize)`` runs, as ``(record key, file)``: the document graph first, then the query
+    graph if it has one.
+
+    Examples
+    --------
+    >>> record_keys("openvino", "int8-query")
+    [('onnx', 'model.onnx'), ('openvino-int8-query', 'openvino-int8-query.xml')]
+    """
+    keys = [(graph_key(encoder, quantize), GRAPH_FILES[(encoder, quantize)])]
+    if (encoder, quantize) in QUERY_GRAPH_FILES:
+        keys.append((query_graph_key(encoder, quantize), QUERY_GRAPH_FILES[(encoder, quantize)]))
+    return keys
 
 
 def export_folder(model_folder: str | Path) -> Path:
@@ -278,23 +323,163 @@ def compress_openvino_int8(source: Path, target: Path) -> None:
     """int8 weights for OpenVINO: NNCF weight compression (per output channel, asymmetric) of every MatMul and the
     embedding table; activations stay float32. Needs no calibration data."""
     openvino = require_runtime("openvino")
+    nncf = _quiet_nncf()
     import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # nncf draws its progress bar on stdout (`--json` is JSON only)
+        graph = nncf.compress_weights(
+            openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM
+        )
+    openvino.save_model(graph, str(target), compress_to_fp16=False)
+
+
+def _quiet_nncf():
+    """nncf imported with its log and torch's CUDA probe warning silenced; a one-line error when it is missing."""
     import logging
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf's probe for CUDA says it has none
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
     except ImportError as exc:
         raise InvalidArgumentError(
             "int8 for encoder 'openvino' needs nncf: pip install 'colbert-az-pylate[openvino]'"
         ) from exc
-
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):  # nncf draws its progress bar on stdout (`--json` is JSON only)
-        graph = nncf.compress_weights(
-            openvino.Core().read_model(str(source)), mode=nncf.CompressWeightsMode.INT8_ASYM
+    return nncf
+
+
+def static_query_graph(source: Path, inputs: list[str], query_length: int):
+    """The float32 graph at the query's shape, as an OpenVINO model: ``[batch, query_length]`` inputs and the
+    attention mask folded to ones (pylate's query expansion attends to every query token), so OpenVINO folds the
+    mask, position and shape arithmetic into constants.
+
+    Parameters
+    ----------
+    source : Path
+        The float32 ONNX graph (``model.onnx``).
+    inputs : list[str]
+        Its inputs as recorded (``attention_mask`` among them).
+    query_length : int
+        pylate's ``query_length`` (32 for colbert-az).
+
+    Returns
+    -------
+    openvino.Model
+        Inputs: ``inputs`` without ``attention_mask``; the batch stays dynamic.
+    """
+    openvino = require_runtime("openvino")
+    from openvino import opset13
+
+    graph = openvino.Core().read_model(str(source))
+    parameters = {parameter.get_friendly_name(): parameter for parameter in graph.get_parameters()}
+    if "attention_mask" in parameters:
+        ones = opset13.broadcast(opset13.constant(np.int64(1)), opset13.shape_of(parameters["input_ids"]))
+        parameters["attention_mask"].output(0).replace(ones.output(0))
+        graph.remove_parameter(parameters["attention_mask"])
+    graph.reshape({name: [-1, query_length] for name in inputs if name != "attention_mask" and name in parameters})
+    graph.validate_nodes_and_infer_types()
+    return graph
+
+
+def query_graph_scope(graph, intermediate_size: int, edge_layers: int = EDGE_LAYERS) -> list[str]:
+    """The MatMuls of ``graph`` the int8 query graph leaves unquantized (see :data:`EDGE_LAYERS`; fewer edge layers
+    when the model has fewer than ``2 * edge_layers + 1`` layers, so that one stays quantized).
+
+    The FFN down projections are the MatMuls whose constant weight has ``intermediate_size`` input rows; the layer of
+    a MatMul is read from its name (``layer.3/``, ``layers.3/``: the names torch's exporter gives). Names only, so
+    the scope is found in any graph built from the same ONNX file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from colbert_az_pylate import convert
+    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     folder = Path(tmp) / "model"
+    ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), folder, verify=False)
+    ...     _ = export_encoder(folder, "onnx")
+    ...     graph = static_query_graph(folder / "encoders" / "model.onnx", ["input_ids", "attention_mask"], 32)
+    ...     scope = query_graph_scope(graph, intermediate_size=64)
+    >>> len(scope) > 0 and all("MatMul" in name for name in scope)
+    True
+    """
+    import re
+
+    matmuls = [op for op in graph.get_ordered_ops() if op.get_type_name() == "MatMul"]
+
+    def layer(op) -> int | None:
+        found = re.search(r"layers?[._](\d+)[/.]", op.get_friendly_name())
+        return int(found.group(1)) if found else None
+
+    def is_weight(port) -> bool:
+        node = port.get_source_output().get_node()
+        while node.get_type_name() in ("Convert", "Transpose", "Reshape") and node.inputs():
+            node = node.input(0).get_source_output().get_node()
+        return node.get_type_name() == "Constant"
+
+    layers = sorted({n for n in map(layer, matmuls) if n is not None})
+    edge_layers = min(edge_layers, (len(layers) - 1) // 2)  # a model of few layers keeps some quantized
+    edges = set(layers[:edge_layers] + layers[-edge_layers:]) if edge_layers > 0 else set()
+    scope = []
+    for op in matmuls:
+        weights = [port for port in op.inputs() if is_weight(port)]
+        down = any(
+            port.get_partial_shape().is_static and int(port.get_partial_shape().to_shape()[0]) == intermediate_size
+            for port in weights
         )
-    openvino.save_model(graph, str(target), compress_to_fp16=False)
+        if down or not weights or layer(op) in edges:
+            scope.append(op.get_friendly_name())
+    return scope
+
+
+def calibration_texts() -> list[str]:
+    """The texts the int8 query graph is calibrated on, all shipped in the package: the probe sentences, the demo's
+    sample queries, and the demo corpus (each title, text and sentence). No user text reaches the graph.
+
+    Examples
+    --------
+    >>> texts = calibration_texts()
+    >>> len(texts) > 200 and "Azərbaycanın paytaxtı hansı şəhərdir?" in texts
+    True
+    """
+    from colbert_az_pylate.conversion.probes import packaged_probe_texts
+    from colbert_az_pylate.retrieval.corpus import demo_corpus_path
+    from colbert_az_pylate.retrieval.demo import SAMPLE_QUERIES
+
+    texts = [*packaged_probe_texts()[:-1], *SAMPLE_QUERIES]  # not the joined text: a query keeps 32 tokens of it
+    for line in demo_corpus_path().read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            texts += [row.get("title", ""), row["text"]]
+            texts += [part.strip() + "." for part in row["text"].split(".") if len(part.strip()) > 10]
+    return [text for text in texts if text]
+
+
+def quantize_query_graph(model, source: Path, target: Path, inputs: list[str]) -> None:
+    """The int8 query graph: :func:`static_query_graph` quantized by NNCF (int8 weights and activations, transformer
+    preset, SmoothQuant), calibrated on :func:`calibration_texts` tokenized as pylate tokenizes queries, the MatMuls
+    of :func:`query_graph_scope` left unquantized; written to ``target`` (``.xml`` and ``.bin``)."""
+    openvino = require_runtime("openvino")
+    nncf = _quiet_nncf()
+    import io
+
+    graph = static_query_graph(source, inputs, model.query_length)
+    fed = [name for name in inputs if name != "attention_mask"]
+    samples = []
+    for text in calibration_texts():
+        features = model.tokenize([text], is_query=True)
+        samples.append({name: features[name].numpy().astype(np.int64) for name in fed})
+    config = model[0].auto_model.config
+    scope = query_graph_scope(graph, int(config.intermediate_size))
+    with contextlib.redirect_stdout(io.StringIO()):  # nncf draws its progress bar on stdout
+        quantized = nncf.quantize(
+            graph,
+            nncf.Dataset(samples),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(samples),
+            ignored_scope=nncf.IgnoredScope(names=scope, validate=False),
+        )
+    openvino.save_model(quantized, str(target), compress_to_fp16=False)
 
 
 def _versions() -> dict[str, str]:
@@ -400,9 +585,8 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        wanted = ["onnx"] + ([graph_key(encoder, quantize)] if quantize == "int8" else [])
-        for key in wanted:
-            name = GRAPH_FILES[(encoder, quantize) if key != "onnx" else ("onnx", None)]
+        wanted = dict([("onnx", GRAPH_FILES[("onnx", None)]), *record_keys(encoder, quantize)])
+        for key, name in wanted.items():
             if key in record.graphs and graph_problem(target, record, name) is None:
                 continue
             step(f"exporting {key} graph ({name})")
@@ -410,6 +594,8 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
                 export_onnx(model, staging / name)
                 if (staging / "model.onnx.data").exists():  # an external-data graph (over 2 GB) is not expected
                     raise CheckpointError("the exported graph needs external data; this model is too large")
+            elif key == query_graph_key(encoder, quantize):
+                quantize_query_graph(model, target / GRAPH_FILES[("onnx", None)], staging / name, record.inputs)
             else:
                 compress_openvino_int8(target / GRAPH_FILES[("onnx", None)], staging / name)
             names = [name, *EXTRA_FILES.get(name, ())]

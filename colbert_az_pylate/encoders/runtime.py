@@ -20,18 +20,22 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from colbert_az_pylate.encoders.export import (
-    GRAPH_FILES,
     check_encoder,
     export_folder,
-    graph_key,
     graph_problem,
     read_export_record,
+    record_keys,
     require_runtime,
 )
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, first_line
 
 WARM_UP_TEXT = "Azərbaycanın paytaxtı hansı şəhərdir?"
-PRECISIONS = {None: "float32", "int8": "int8 weights", "bf16": "bfloat16"}
+PRECISIONS = {
+    None: "float32",
+    "int8": "int8 weights",
+    "bf16": "bfloat16",
+    "int8-query": "queries: static int8 graph, documents: float32",
+}
 
 
 def embedding_digest(backbone: torch.nn.Module):
@@ -108,13 +112,12 @@ def _onnx_runner(path: Path, inputs: list[str], threads: int | None, quantize: s
     return run, f"onnx (onnxruntime {onnxruntime.__version__})"
 
 
-def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantize: str | None = None):
+def _openvino_compiled(graph, hint: str, threads: int | None):
     openvino = require_runtime("openvino")
-    # float32 unless bf16 is asked for: on CPUs with bfloat16 OpenVINO would otherwise pick it (error ~3e-4)
-    config: dict = {"INFERENCE_PRECISION_HINT": "bf16" if quantize == "bf16" else "f32"}
+    config: dict = {"INFERENCE_PRECISION_HINT": hint}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    compiled = openvino.Core().compile_model(graph if not isinstance(graph, Path) else str(graph), "CPU", config)
     declared = [node.get_any_name() for node in compiled.inputs]
     local = threading.local()  # an infer request serves one thread at a time
 
@@ -125,7 +128,55 @@ def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantiz
         result = request.infer({name: feeds[name] for name in declared})
         return np.array(result[compiled.outputs[0]], copy=True)
 
+    return run
+
+
+def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantize: str | None = None):
+    openvino = require_runtime("openvino")
+    # float32 unless bf16 is asked for: on CPUs with bfloat16 OpenVINO would otherwise pick it (error ~3e-4)
+    run = _openvino_compiled(path, "bf16" if quantize == "bf16" else "f32", threads)
     return run, f"openvino {openvino.__version__}"
+
+
+def _openvino_query_runner(path: Path, threads: int | None):
+    """The static int8 query graph compiled twice: at ``[1, query_length]`` (one query, the latency path) and with
+    a dynamic batch; its unquantized MatMuls in bfloat16 where the CPU has it (float32 elsewhere)."""
+    openvino = require_runtime("openvino")
+    graph = openvino.Core().read_model(str(path))
+    batched = _openvino_compiled(graph, "bf16", threads)
+    single_graph = graph.clone()
+    single_graph.reshape({node.get_any_name(): [1, node.get_partial_shape()[1]] for node in graph.inputs})
+    single = _openvino_compiled(single_graph, "bf16", threads)
+    return lambda feeds: (single if len(feeds["input_ids"]) == 1 else batched)(feeds)
+
+
+def query_router(query_run, document_run, query_length: int, query_prefix_id: int | None):
+    """Send pylate's query batches to ``query_run`` and everything else to ``document_run``.
+
+    A batch is a query batch when it is what pylate's ``tokenize(is_query=True)`` makes with query expansion:
+    ``query_length`` tokens, the [Q] marker (``query_prefix_id``) where pylate inserts it (position 1), every
+    token attended to. Documents carry the [D] marker there, so they never reach the query graph.
+
+    Examples
+    --------
+    >>> route = query_router(lambda f: "query", lambda f: "document", 4, 7)
+    >>> ids, ones = np.array([[2, 7, 5, 5]]), np.ones((1, 4), np.int64)
+    >>> route({"input_ids": ids, "attention_mask": ones}), route({"input_ids": ids + 1, "attention_mask": ones})
+    ('query', 'document')
+    """
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        ids, mask = feeds["input_ids"], feeds.get("attention_mask")
+        is_query = (
+            query_prefix_id is not None
+            and ids.ndim == 2
+            and ids.shape[1] == query_length
+            and bool((ids[:, 1] == query_prefix_id).all())
+            and (mask is None or bool((mask == 1).all()))
+        )
+        return query_run(feeds) if is_query else document_run(feeds)
+
+    return run
 
 
 def use_exported_encoder(
@@ -149,7 +200,8 @@ def use_exported_encoder(
     encoder : str
         ``"onnx"`` or ``"openvino"``.
     quantize : str, optional
-        ``"int8"`` for the int8-weight graph, ``"bf16"`` for bfloat16 compute (``encoder="openvino"``).
+        ``"int8"`` for the int8-weight graph, ``"bf16"`` for bfloat16 compute, ``"int8-query"`` for queries through
+        the static int8 query graph and documents through the float32 graph (``encoder="openvino"``).
     threads : int, optional
         Intra-op threads of the runtime (default: the runtime's own choice, the physical cores).
     export : bool, default True
@@ -199,42 +251,49 @@ def use_exported_encoder(
     finally:  # the torch model may still be trained if this fails: its signature must follow its weights
         del backbone.embedding_digest
     record = read_export_record(folder)
-    key, name = graph_key(encoder, quantize), GRAPH_FILES[(encoder, quantize)]
+    graphs = record_keys(encoder, quantize)
     if record is not None and record.fingerprint != fingerprint:
         raise CheckpointError(
             f"the export in {export_folder(folder)} was made from other weights (fingerprint "
             f"{record.fingerprint}, this model's is {fingerprint}); export again with "
             f"`colbert-az export {folder} --encoder {encoder}`"
         )
-    if record is None or key not in record.graphs:
+    missing = [key for key, _ in graphs if record is None or key not in record.graphs]
+    if missing:
         if not export:
             raise CheckpointError(
-                f"{folder} has no {key} export; run `colbert-az export {folder} --encoder {encoder}"
-                f"{' --quantize int8' if quantize == 'int8' else ''}`"
+                f"{folder} has no {missing[0]} export; run `colbert-az export {folder} --encoder {encoder}"
+                f"{f' --quantize {quantize}' if quantize in ('int8', 'int8-query') else ''}`"
             )
         from colbert_az_pylate.encoders.export import export_encoder
 
         if not os.access(folder, os.W_OK):
             raise CheckpointError(
-                f"{folder} has no {key} export and is not writable; export it into a writable copy with "
+                f"{folder} has no {missing[0]} export and is not writable; export it into a writable copy with "
                 f"`colbert-az export {folder} OUTPUT --encoder {encoder}`"
             )
         record = export_encoder(folder, encoder, quantize, model=model)
-    problem = graph_problem(export_folder(folder), record, name, check_hashes=True)
-    if problem is not None:
-        raise CheckpointError(f"{problem}; export again with `colbert-az export {folder} ...`")
-    path = export_folder(folder) / name
+    for _, name in graphs:
+        problem = graph_problem(export_folder(folder), record, name, check_hashes=True)
+        if problem is not None:
+            raise CheckpointError(f"{problem}; export again with `colbert-az export {folder} ...`")
+    path = export_folder(folder) / graphs[0][1]
     transformer = model[0]
     config = transformer.auto_model.config
     transformer.auto_model = None  # the torch weights go before the runtime loads its own copy: one peak, not two
     gc.collect()
     runner = _onnx_runner if encoder == "onnx" else _openvino_runner
+    loading = path
     try:
         run, description = runner(path, record.inputs, threads, quantize)
+        if len(graphs) > 1:
+            loading = export_folder(folder) / graphs[1][1]
+            marker = model.query_prefix_id if model.query_prefix_id != model.document_prefix_id else None
+            run = query_router(_openvino_query_runner(loading, threads), run, model.query_length, marker)
     except (CheckpointError, InvalidArgumentError):
         raise
     except Exception as exc:  # a graph the runtime cannot read
-        raise CheckpointError(f"{encoder} cannot load {path}: {first_line(exc)[:200]}") from exc
+        raise CheckpointError(f"{encoder} cannot load {loading}: {first_line(exc)[:200]}") from exc
     transformer.auto_model = ExportedBackbone(
         run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}", quantize
     )
