@@ -186,3 +186,15 @@ def test_openmp_threads_sleep_when_the_package_is_imported_before_torch(code, en
         environment,
     )
     assert tuple(answer) == expected
+
+
+def test_the_exact_search_crossover_is_the_one_measured_and_stored():
+    from pathlib import Path
+
+    stored = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "exact-crossover.json"
+    record = json.loads(stored.read_text(encoding="utf-8"))
+    assert voyager_index.EXACT_SEARCH_MAX_VECTORS == record["crossover_vectors"] > 0
+    below = [row for row in record["results"] if row["vectors"] <= record["crossover_vectors"]]
+    above = [row for row in record["results"] if row["vectors"] > record["crossover_vectors_measured"]]
+    assert all(row["exact_p50_ms"] <= row["graph_p50_ms"] for row in below)
+    assert all(row["exact_p50_ms"] > row["graph_p50_ms"] for row in above)

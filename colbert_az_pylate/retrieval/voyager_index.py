@@ -74,7 +74,7 @@ _NO_SUMS = np.zeros((0, 32), np.uint8)
 FLOAT32_CACHE_BYTES = 256 << 20
 # Up to this many stored token vectors, exact MaxSim over all of them is faster than the graph search (and exact):
 # the crossover measured by benchmarks/exact_crossover.py (benchmarks/results/exact-crossover.json).
-EXACT_SEARCH_MAX_VECTORS = 200_000
+EXACT_SEARCH_MAX_VECTORS = 150_000
 
 
 @dataclass(frozen=True)
