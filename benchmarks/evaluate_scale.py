@@ -241,6 +241,7 @@ def main() -> None:
         },
         "runs": runs,
         "peak_ratio_all_vs_small": round(full["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        "peak_ratio_all_vs_small_vmhwm": round(full["peak_rss_vmhwm_mb"] / small["peak_rss_vmhwm_mb"], 3),
         "targets": {"peak_all_mb_max": 4096, "peak_ratio_max": 1.3},
     }
     Path(args.save).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
