@@ -189,12 +189,22 @@ def maxsim_top_k(
 
 
 def _merge_top_k(best_documents, best_scores, block_scores, k):
-    """The running top ``k`` merged with new blocks of scores (ties: the lower document number first)."""
+    """The running top ``k`` merged with new blocks of scores (``(first document, scores)`` pairs)."""
     documents = np.concatenate(
-        [best_documents]
-        + [np.broadcast_to(np.arange(first, first + s.shape[1]), s.shape) for first, s in block_scores],
-        axis=1,
+        [np.broadcast_to(np.arange(first, first + s.shape[1]), s.shape) for first, s in block_scores], axis=1
     )
-    scores = np.concatenate([best_scores] + [s for _, s in block_scores], axis=1)
+    return merge_top_k(best_documents, best_scores, documents, np.concatenate([s for _, s in block_scores], axis=1), k)
+
+
+def merge_top_k(
+    documents: np.ndarray, scores: np.ndarray, new_documents: np.ndarray, new_scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of two top lists per query, best first (ties: the lower document number first).
+
+    >>> merge_top_k(np.array([[3, 1]]), np.array([[0.9, 0.5]]), np.array([[0]]), np.array([[0.5]]), 2)
+    (array([[3, 0]]), array([[0.9, 0.5]]))
+    """
+    documents = np.concatenate([documents, new_documents], axis=1)
+    scores = np.concatenate([scores, new_scores], axis=1)
     order = np.lexsort((documents, -scores), axis=1)[:, :k]
     return np.take_along_axis(documents, order, axis=1), np.take_along_axis(scores, order, axis=1)

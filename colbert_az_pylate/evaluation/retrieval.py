@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from colbert_az_pylate.errors import DataFormatError, IndexFormatError, InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.evaluation.metrics import check_run, ranked_documents
-from colbert_az_pylate.scores import maxsim_top_k
+from colbert_az_pylate.scores import maxsim_top_k, merge_top_k
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 22
 """Similarities computed at once by :func:`exact_run` (16 MiB of float32), whatever the number of queries."""
@@ -196,14 +196,6 @@ def _advance(bar, queries: int) -> Callable[[int], None]:
     return lambda documents: bar.update(documents * queries)
 
 
-def _merge(documents: np.ndarray, scores: np.ndarray, new_documents, new_scores, k: int):
-    """The best ``k`` of two top lists per query (ties: the lower document number first, as in ``maxsim_top_k``)."""
-    documents = np.concatenate([documents, new_documents], axis=1)
-    scores = np.concatenate([scores, new_scores], axis=1)
-    order = np.lexsort((documents, -scores), axis=1)[:, :k]
-    return np.take_along_axis(documents, order, axis=1), np.take_along_axis(scores, order, axis=1)
-
-
 def exact_run(
     model,
     queries: Mapping[str, str],
@@ -311,7 +303,7 @@ def exact_run(
                     progress=advance,
                 )
                 del documents
-                best_documents, best_scores = _merge(best_documents, best_scores, found + first, scores, k)
+                best_documents, best_scores = merge_top_k(best_documents, best_scores, found + first, scores, k)
             for query, found, scores in zip(block, best_documents.tolist(), best_scores.tolist(), strict=True):
                 run[query] = {doc_ids[j]: float(s) for j, s in zip(found, scores, strict=True)}
     return run
