@@ -1200,6 +1200,11 @@ class VoyagerIndex(Base):
             "distances": [chunk.tolist() for chunk in np.split(distances, split)],
         }
 
+    @property
+    def _float32_fits(self) -> bool:
+        """Whether the committed vectors are held as float32 in memory (up to :data:`FLOAT32_CACHE_BYTES`)."""
+        return self.rows * self.embedding_size * 4 <= FLOAT32_CACHE_BYTES
+
     def float32_vectors(self) -> np.ndarray:
         """All committed token vectors as float32 (rows × dim), checked against their checksums: held in memory
         once per commit when they fit :data:`FLOAT32_CACHE_BYTES`, else the float16 memory map (read by blocks)."""
@@ -1207,7 +1212,7 @@ class VoyagerIndex(Base):
         if cached is not None and cached[0] == state:
             return cached[1]
         self._verify_vector_rows(self.doc_start, self.doc_length)
-        if self.rows * self.embedding_size * 4 > FLOAT32_CACHE_BYTES:
+        if not self._float32_fits:
             return self.vectors
         vectors = np.asarray(self.vectors, np.float32)  # a search racing this one builds the same array
         self._float32 = (state, vectors)
@@ -1231,7 +1236,7 @@ class VoyagerIndex(Base):
         starts, lengths = self.doc_start[positions], self.doc_length[positions]
         rows = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         packed_starts = np.cumsum(lengths) - lengths
-        if self.rows * self.embedding_size * 4 <= FLOAT32_CACHE_BYTES:
+        if self._float32_fits:  # the in-memory copy, checked once per commit
             return packed_maxsim_scores(query, self.float32_vectors()[rows], packed_starts)
         self._verify_vector_rows(starts, lengths)
         return packed_maxsim_scores(query, np.asarray(self.vectors[rows], np.float32), packed_starts)
