@@ -73,14 +73,16 @@ class ServerProcess:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(index), "--port", str(self.port), *extra]
+        # the server's log goes to a file: an unread pipe fills (64 KiB) and then stalls a process that writes to it
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=self.log
         )
         deadline = time.monotonic() + 180
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"the server exited: {self.process.stderr.read().decode()[-2000:]}")
+                    raise RuntimeError(f"the server exited: {self.log_tail()}")
                 try:
                     if client.get("/health").status_code == 200:
                         return
@@ -90,10 +92,14 @@ class ServerProcess:
                     raise RuntimeError("the server did not start in 180 s")
                 time.sleep(0.2)
 
+    def log_tail(self, characters: int = 2000) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-characters:]
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(60)
-        self.process.stderr.close()
+        self.log.close()
 
     def stop(self) -> None:
         self.process.terminate()
@@ -102,7 +108,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(30)
-        self.process.stderr.close()
+        self.log.close()
 
 
 def summary(latencies: list[float], wall: float) -> dict:

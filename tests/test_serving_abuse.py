@@ -605,6 +605,45 @@ def test_two_worker_processes_answer_every_request_of_concurrent_clients_correct
         process.stderr.close()
 
 
+def test_a_server_whose_stderr_nobody_reads_keeps_answering_and_its_log_is_not_lost(model, tmp_path):
+    """The access log goes through a writer thread: with stderr a pipe that nobody reads (it fills at 64 KiB, about
+    600 access lines), requests are still answered; once the pipe is read, every line is there."""
+    import os
+    import subprocess
+    import sys
+
+    _new_index(model, tmp_path / "index").index_store.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(tmp_path / "index"), "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    requests = 2000  # about 200 KB of access lines: three times what the pipe holds
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                assert process.poll() is None, "the server exited"
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+            statuses = [client.get("/health").status_code for _ in range(requests)]  # a 20 s timeout each
+            assert statuses == [200] * requests
+            assert client.post("/search", json={"queries": ["Bakı"], "k": 1}).status_code == 200
+    finally:
+        process.terminate()
+        _, log = process.communicate(timeout=60)  # the pipe is read at last: the writer thread finishes
+    lines = log.decode().splitlines()
+    assert sum('"GET /health" 200' in line for line in lines) >= requests, lines[-5:]
+    assert any('"POST /search" 200' in line for line in lines)
+    assert not any("dropped" in line for line in lines)
+
+
 def test_a_qdrant_index_takes_concurrent_writes_and_searches_and_loses_nothing(model, tmp_path):
     """A store the searches share (embedded Qdrant): its writes, not their encodings, exclude the searches."""
     pytest.importorskip("qdrant_client")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import logging.handlers
 import os
+import queue
 import stat
 import sys
 
@@ -279,14 +282,61 @@ def worker_app():
     return build_app(json.loads(os.environ[WORKER_ENV]))
 
 
+LOG_QUEUE_RECORDS = 10_000  # log lines held for stderr before new ones are dropped (and counted)
+
+
+class DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands log records to a writer thread and never waits: the event loop must not stop because stderr is slow
+    (a pipe nobody reads, a paused terminal). When ``LOG_QUEUE_RECORDS`` lines are waiting, new ones are dropped and
+    counted; the writer says how many before the next line it writes.
+
+    Examples
+    --------
+    >>> import logging, queue
+    >>> handler = DroppingQueueHandler(queue.Queue(maxsize=1))
+    >>> record = logging.makeLogRecord({"msg": "hello"})
+    >>> handler.handle(record), handler.handle(record), handler.dropped
+    (True, True, 1)
+    """
+
+    def __init__(self, records: queue.Queue) -> None:
+        super().__init__(records)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _StderrWriter(logging.StreamHandler):
+    def __init__(self, source: DroppingQueueHandler) -> None:
+        super().__init__(sys.stderr)
+        self.source, self.reported = source, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        dropped = self.source.dropped
+        if dropped > self.reported:
+            self.stream.write(f"… {dropped - self.reported} log lines dropped: stderr was not read fast enough\n")
+            self.reported = dropped
+        super().emit(record)
+
+
 def _configure_logging() -> None:
+    """The server's log (access lines, warnings) to stderr through a writer thread (see DroppingQueueHandler)."""
     logger = logging.getLogger("colbert_az_pylate.serve")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    if logger.handlers:
+        return
+    handler = DroppingQueueHandler(queue.Queue(maxsize=LOG_QUEUE_RECORDS))
+    writer = _StderrWriter(handler)
+    writer.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    listener = logging.handlers.QueueListener(handler.queue, writer)
+    listener.start()
+    atexit.register(listener.stop)  # what is queued is written before the process ends
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
