@@ -74,7 +74,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(index), "--port", str(self.port), *extra]
         # the server's log goes to a file: an unread pipe fills (64 KiB) and then stalls a process that writes to it
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (held while the server runs; closed by stop/kill)
         self.process = subprocess.Popen(
             command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=self.log
         )
