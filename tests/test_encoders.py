@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require_extra
 
 from colbert_az_pylate import load
 from colbert_az_pylate.cli import main
@@ -19,8 +20,8 @@ from colbert_az_pylate.encoders.export import EXPORT_FOLDER, RECORD_FILE, read_e
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError
 from colbert_az_pylate.fixtures import FAMILIES
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("openvino")
+require_extra("onnxruntime", "onnx")
+require_extra("openvino", "openvino")
 
 
 def _copy(converted, family: str, target: Path) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import require_extra
 
 from colbert_az_pylate import load
 from colbert_az_pylate.cli import main
@@ -15,8 +16,8 @@ from colbert_az_pylate.encoders import ExportedBackbone, export_encoder, verify_
 from colbert_az_pylate.encoders.export import EXPORT_FOLDER, RECORD_FILE, read_export_record
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError
 
-pytest.importorskip("openvino")
-pytest.importorskip("nncf")
+require_extra("openvino", "openvino")
+require_extra("nncf", "openvino")
 
 QUERY_GRAPH = "openvino-int8-query.xml"
 TEXTS = ["Bakı Azərbaycanın paytaxtıdır.", "Şəki xan sarayı XVIII əsrdə tikilib", "Nizami Gəncəvi şairdir"]

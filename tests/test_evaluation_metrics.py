@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from extras import require_extra
 
 from colbert_az_pylate.evaluation import evaluate_run
 from colbert_az_pylate.evaluation.metrics import skipped_queries
@@ -26,7 +27,7 @@ def _random_case(seed: int, graded: bool):
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("graded", [False, True])
 def test_metrics_agree_with_ranx_to_1e6(seed, graded):
-    ranx = pytest.importorskip("ranx")
+    ranx = require_extra("ranx", "test")
     run, qrels = _random_case(seed, graded)
     ours = evaluate_run(run, qrels, K_VALUES)
     names = {"P": "precision", "R": "recall", "NDCG": "ndcg", "F1": "f1"}

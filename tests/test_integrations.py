@@ -15,10 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from extras import require_extra
 
-pytest.importorskip("langchain_core", reason="needs the [langchain] extra")
-pytest.importorskip("llama_index.core", reason="needs the [llamaindex] extra")
-httpx = pytest.importorskip("httpx", reason="needs httpx (the [langchain] extra)")
+require_extra("langchain_core", "langchain")
+require_extra("llama_index.core", "llamaindex")
+httpx = require_extra("httpx", "langchain")
 
 from langchain_core.documents import Document  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode  # noqa: E402
@@ -469,8 +470,8 @@ def test_the_key_is_never_shown(searcher, server):
 
 
 def test_end_to_end_against_colbert_az_serve_under_uvicorn(index_folder, searcher):
-    pytest.importorskip("fastapi", reason="needs the [serve] extra")
-    uvicorn = pytest.importorskip("uvicorn", reason="needs the [serve] extra")
+    require_extra("fastapi", "serve")
+    uvicorn = require_extra("uvicorn", "serve")
     from colbert_az_pylate import serving  # it exists: a broken import must fail here, not skip
 
     app = serving.create_app(Searcher.open(index_folder, show_progress_bar=False), api_key=KEY, read_key_required=True)

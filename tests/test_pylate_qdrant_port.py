@@ -15,12 +15,13 @@ import types
 import uuid
 
 import pytest
+from extras import require_extra
 
-pytest.importorskip("qdrant_client")
+require_extra("qdrant_client", "qdrant")
 
-from pylate import models, retrieve
+from pylate import models, retrieve  # noqa: E402
 
-from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
+from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex  # noqa: E402
 
 indexes = types.SimpleNamespace(PLAID=QdrantIndex, Qdrant=QdrantIndex)
 

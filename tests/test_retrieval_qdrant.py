@@ -14,18 +14,19 @@ import time
 
 import numpy as np
 import pytest
+from extras import require_extra
 
-pytest.importorskip("qdrant_client")
+require_extra("qdrant_client", "qdrant")
 
-from colbert_az_pylate.errors import (
+from colbert_az_pylate.errors import (  # noqa: E402
     ColbertAzError,
     IndexFormatError,
     InvalidArgumentError,
     OutputExistsError,
 )
-from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex, point_id
-from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
-from colbert_az_pylate.scores import packed_maxsim_scores
+from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex, point_id  # noqa: E402
+from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex  # noqa: E402
+from colbert_az_pylate.scores import packed_maxsim_scores  # noqa: E402
 
 DIM = 16
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from extras import require_extra
 
-pytest.importorskip("qdrant_client")
+require_extra("qdrant_client", "qdrant")
 
-from colbert_az_pylate.cli import EXIT_BAD_INPUT, main
-from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, OutputExistsError
-from colbert_az_pylate.fixtures import CORPUS
-from colbert_az_pylate.retrieval.corpus import demo_corpus_path
-from colbert_az_pylate.retrieval.searcher import Searcher
+from colbert_az_pylate.cli import EXIT_BAD_INPUT, main  # noqa: E402
+from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, OutputExistsError  # noqa: E402
+from colbert_az_pylate.fixtures import CORPUS  # noqa: E402
+from colbert_az_pylate.retrieval.corpus import demo_corpus_path  # noqa: E402
+from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
 
 QUERIES = ["Bakı haradadır?", "Nizami kimdir?", "late interaction search"]
 FACT = CORPUS[8]  # the only English sentence of the long document

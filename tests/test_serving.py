@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from extras import require_extra
 
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+require_extra("fastapi", "serve")
+uvicorn = require_extra("uvicorn", "serve")
 
 from colbert_az_pylate.cli import main  # noqa: E402
 from colbert_az_pylate.errors import InvalidArgumentError  # noqa: E402
@@ -682,7 +683,7 @@ def test_closing_the_batcher_cancels_the_requests_of_the_batch_being_encoded():
 
 
 def test_an_index_is_served_with_an_exported_encoder_and_health_says_which(served, model):
-    pytest.importorskip("onnxruntime")
+    require_extra("onnxruntime", "onnx")
     reader = Searcher.open(served.service.folder, encoder="onnx", show_progress_bar=False)
     server = Server(create_app(reader))
     try:

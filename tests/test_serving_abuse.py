@@ -12,18 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from extras import require_extra
 
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
+require_extra("fastapi", "serve")
+require_extra("uvicorn", "serve")
 
-import test_serving  # the fixtures and helpers of the main serving tests
-from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index, _search
+import test_serving  # the fixtures and helpers of the main serving tests  # noqa: E402
+from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index, _search  # noqa: E402
 
-from colbert_az_pylate.cli import main
-from colbert_az_pylate.retrieval.searcher import Searcher
-from colbert_az_pylate.serving import ServeLimits, create_app
-from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock
-from colbert_az_pylate.serving.protocol import uvicorn_options
+from colbert_az_pylate.cli import main  # noqa: E402
+from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
+from colbert_az_pylate.serving import ServeLimits, create_app  # noqa: E402
+from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock  # noqa: E402
+from colbert_az_pylate.serving.protocol import uvicorn_options  # noqa: E402
 
 model_folder, model = test_serving.model_folder, test_serving.model  # module-scoped fixtures, shared by name
 
@@ -502,7 +503,7 @@ def test_serve_refuses_unsafe_or_impossible_connection_settings_in_one_line(tmp_
 
 
 def test_serve_url_names_a_qdrant_collection_and_an_unreachable_server_is_one_line(capsys, monkeypatch):
-    pytest.importorskip("qdrant_client")
+    require_extra("qdrant_client", "qdrant")
     from colbert_az_pylate.serving import cli as serve_cli
 
     opened = {}
@@ -646,7 +647,7 @@ def test_a_server_whose_stderr_nobody_reads_keeps_answering_and_its_log_is_not_l
 
 def test_a_qdrant_index_takes_concurrent_writes_and_searches_and_loses_nothing(model, tmp_path):
     """A store the searches share (embedded Qdrant): its writes, not their encodings, exclude the searches."""
-    pytest.importorskip("qdrant_client")
+    require_extra("qdrant_client", "qdrant")
     searcher = Searcher(model, tmp_path / "qdrant", backend="qdrant", show_progress_bar=False)
     searcher.index(list(TEXTS.values()), ids=list(TEXTS))
     server = Server(create_app(searcher, api_key=KEY, batch_wait_ms=5))
