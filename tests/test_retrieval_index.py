@@ -252,13 +252,14 @@ def _check_whole_batches(folder: Path) -> int:
     batches = {doc_id.split("-")[0] for doc_id in index.doc_ids}
     assert len(index) == 40 * len(batches)
     assert batches == {f"b{i}" for i in range(len(batches))}
+    assert sorted(index.doc_ids) == sorted(f"{batch}-{i}" for batch in batches for i in range(40))
     for doc_id in index.doc_ids[::7]:
-        batch = int(doc_id.split("-")[0][1:])
         vectors = index.document_embeddings(doc_id)
+        assert vectors.shape == (4, 16)
         np.testing.assert_allclose(vectors, np.full_like(vectors, 0.25), atol=0.01)  # 16 equal components, unit norm
-        assert batch >= 0
-    if len(index):
-        index.search([np.ones((2, 16), np.float32)], k=3)
+    if len(index):  # the graph answers, from the documents that are there
+        hits = index.search([np.ones((2, 16), np.float32)], k=3)[0]
+        assert len(hits) == 3 and {hit["id"] for hit in hits} <= set(index.doc_ids)
     return len(batches)
 
 
