@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shlex
 import shutil
 from pathlib import Path
 
@@ -22,12 +24,15 @@ from colbert_az_pylate.errors import (
     UnsafeProjectionError,
 )
 
-SENTINEL = Path("/tmp/colbert_az_pylate_pwned")
-
 
 class RunsCodeOnLoad:
+    """A pickle payload: unpickling it runs a shell command that creates ``sentinel``."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
     def __reduce__(self):
-        return (os.system, (f"touch {SENTINEL}",))
+        return (os.system, (f"touch {shlex.quote(str(self.sentinel))}",))
 
 
 @pytest.fixture
@@ -46,11 +51,15 @@ def _assert_refused(source: Path, tmp_path: Path, error: type[Exception], match:
     return message
 
 
-def test_pickled_callable_in_projection_is_refused_and_never_runs(source, tmp_path):
-    SENTINEL.unlink(missing_ok=True)
-    torch.save({"weight": torch.zeros(4, 32), "hook": RunsCodeOnLoad()}, source / "projection.pt")
+def test_pickled_callable_in_projection_is_refused_and_never_runs(source, tmp_path, tmp_path_factory):
+    sentinels = tmp_path_factory.mktemp("pickle-sentinels")  # outside tmp_path, whose contents _assert_refused checks
+    control = sentinels / "control"
+    pickle.loads(pickle.dumps(RunsCodeOnLoad(control)))  # the payload does run when unpickled unguarded
+    assert control.exists(), "the payload must create its file when run, or the check below proves nothing"
+    sentinel = sentinels / "pwned"
+    torch.save({"weight": torch.zeros(4, 32), "hook": RunsCodeOnLoad(sentinel)}, source / "projection.pt")
     _assert_refused(source, tmp_path, UnsafeProjectionError, "other than tensors")
-    assert not SENTINEL.exists()
+    assert not sentinel.exists()
 
 
 @pytest.mark.parametrize(
@@ -70,8 +79,8 @@ def test_malformed_projection_is_refused(source, tmp_path, content, match):
     _assert_refused(source, tmp_path, UnsafeProjectionError, match)
 
 
-def test_bare_weight_tensor_is_accepted():
-    path = Path("/tmp/colbert_az_bare_projection.pt")
+def test_bare_weight_tensor_is_accepted(tmp_path):
+    path = tmp_path / "bare_projection.pt"
     torch.save(torch.ones(8, 32), path)
     assert load_projection(path, 32).shape == (8, 32)
 
