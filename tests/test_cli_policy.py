@@ -1,4 +1,4 @@
-"""The command line's error policy, start-up cost and quiet output (issue 9, items 18, 19, 21)."""
+"""The command line's error policy, start-up cost and quiet output."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""exact_run at scale (issue 16, item 6): blocked scoring equals the padded MaxSim, memory is bounded whatever the
+"""exact_run at scale: blocked scoring equals the padded MaxSim, memory is bounded whatever the
 number of queries, and document encodings are cached, resumed and reused only for the same model and corpus."""
 
 from __future__ import annotations

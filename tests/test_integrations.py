@@ -60,7 +60,7 @@ def searcher(index_folder):
 
 
 class StandIn(BaseHTTPRequestHandler):
-    """``colbert-az serve``'s API as the brief of issue 11 fixes it, over an in-process Searcher."""
+    """``colbert-az serve``'s API (the routes, bodies and errors the real server has), over an in-process Searcher."""
 
     searcher: Searcher
     lock = threading.Lock()
