@@ -8,11 +8,13 @@ Arithmetic only, from measured per-vector and per-document figures in stored res
   peak memory per token vector, which say what the embedded client costs, not a server;
 - ``retrieval.json`` (the equal-settings run): PLAID's disk per token vector at the largest size measured;
 - ``encode-rate.json`` (``encode_rate.py``): token vectors per document and documents per second per core of the
-  MiniLM stand-in.
+  MiniLM stand-in;
+- ``cpu-encoding.json`` (``cpu_encoding.py``): the full-size architecture's milliseconds per 256-token document
+  (torch float32 and the exported engines, the threads it ran on recorded per run), taken as core-seconds per
+  document = milliseconds x threads (threads assumed to scale linearly).
 
 A Qdrant server is not measured here (none can run on this machine): its RAM is Qdrant's own capacity guideline,
-vectors x dimension x 4 bytes x 1.5, with every float32 vector in RAM; its disk the float32 vectors. The full-size
-model's encoding cost is issue 12's figure: 344 ms per 250-token document, torch fp32, 2 threads.
+vectors x dimension x 4 bytes x 1.5, with every float32 vector in RAM; its disk the float32 vectors.
 
     python benchmarks/sizing.py          # prints the Markdown tables of docs/benchmarks.md
 """
@@ -26,7 +28,26 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (1_000_000, 10_000_000, 100_000_000)
-FULL_MODEL_CORE_S_PER_DOC = 0.344 * 2  # issue 12: 344 ms per 250-token document on 2 threads (torch fp32)
+FULL_MODEL_ENGINES = (  # cpu-encoding.json's engine name, the words of the table
+    ("torch fp32", "torch float32"),
+    ("openvino bf16", 'OpenVINO, quantize="bf16"'),
+    ("openvino int8", 'OpenVINO, quantize="int8"'),
+)
+
+
+def full_model_rates(cpu_encoding: dict) -> list[tuple[str, float, float]]:
+    """(engine, ms per document, documents per second per core) of the full-size model, from cpu-encoding.json."""
+    rates = []
+    for engine, words in FULL_MODEL_ENGINES:
+        median = cpu_encoding["medians"]["full-size"][engine]
+        threads = {int(run["omp_num_threads"]) for run in cpu_encoding["runs"]["full-size"][engine]}
+        if len(threads) != 1:
+            raise SystemExit(f"cpu-encoding.json: {engine} ran on different thread counts {sorted(threads)}")
+        count = threads.pop()
+        core_s_per_doc = median["document_ms"] / 1000 * count
+        words = f"{words}, {median['document_tokens']} tokens, {count} threads"
+        rates.append((words, median["document_ms"], 1 / core_s_per_doc))
+    return rates
 
 
 def per_vector(row: dict, key: str) -> float:
@@ -46,6 +67,7 @@ def main() -> None:
     parser.add_argument("--voyager", default=str(RESULTS / "retrieval-defaults-50k.json"))
     parser.add_argument("--plaid", default=str(RESULTS / "retrieval.json"))
     parser.add_argument("--encode", default=str(RESULTS / "encode-rate.json"))
+    parser.add_argument("--cpu-encoding", default=str(RESULTS / "cpu-encoding.json"))
     parser.add_argument("--machine-gb", type=float, default=64, help="RAM of one machine / Qdrant node")
     parser.add_argument("--dim", type=int, default=128)
     args = parser.parse_args()
@@ -112,8 +134,10 @@ def main() -> None:
             f"MiniLM stand-in, full windows ({encode['full_window']['vectors_per_doc']:.0f} tokens), measured",
             encode["full_window"]["docs_per_s_per_core"],
         ),
-        ("full-size model (ModernBERT 22 layers), 250-token documents, issue 12", 1 / FULL_MODEL_CORE_S_PER_DOC),
     ]
+    cpu_encoding = json.loads(Path(args.cpu_encoding).read_text())
+    for words, ms, rate in full_model_rates(cpu_encoding):
+        rates.append((f"full-size architecture (ModernBERT, 22 layers), {words}: {ms:.1f} ms per document", rate))
     for name, rate in rates:
         hours = " | ".join(f"{n / rate / 3600:,.0f}" for n in SIZES)
         print(f"| {name} | {rate:.2f} | {hours} |")
