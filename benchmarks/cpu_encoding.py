@@ -1,7 +1,7 @@
 """CPU encoding: pylate's torch float32 against ONNX Runtime and OpenVINO (float32, int8 weights, bfloat16 compute).
 
-Two models: colbert-az's full-size architecture with random weights (:func:`colbert_az_pylate.fixtures.
-build_full_size_checkpoint`: ModernBERT 768 hidden, 22 layers, 71,751-row vocabulary, 768→128 projection — for
+Two models: colbert-az's full-size architecture with random weights (``build_full_size_checkpoint`` of
+tests/tiny_checkpoints.py: ModernBERT 768 hidden, 22 layers, 71,751-row vocabulary, 768→128 projection — for
 speed) and the MiniLM stand-in (:mod:`colbert_az_pylate.standin`, real weights — for speed and quality). Every
 engine is ``colbert_az_pylate.load(folder, encoder=..., quantize=...)``: the same pylate ``ColBERT.encode``, only the
 backbone differs.
@@ -118,8 +118,10 @@ def prepare(work: Path) -> dict[str, Path]:
     """The two converted models with every graph exported (reused when already there)."""
     from colbert_az_pylate import convert
     from colbert_az_pylate.encoders import export_encoder
-    from colbert_az_pylate.fixtures import build_full_size_checkpoint
     from colbert_az_pylate.standin import build_minilm_standin
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test code, not in the package
+    from tiny_checkpoints import build_full_size_checkpoint
 
     models = {"full-size": work / "full-size", "stand-in": work / "stand-in"}
     builders = {"full-size": build_full_size_checkpoint, "stand-in": build_minilm_standin}

@@ -1,7 +1,7 @@
 """Query encoding at the engine's limit: one query (and 32 at a time) with every encoder, the static int8 query graph
 (``quantize="int8-query"``) among them, against pylate's torch float32.
 
-colbert-az's full-size architecture with random weights (:func:`colbert_az_pylate.fixtures.build_full_size_checkpoint`;
+colbert-az's full-size architecture with random weights (``build_full_size_checkpoint`` of tests/tiny_checkpoints.py;
 speed does not depend on the weights' values). Every engine is ``colbert_az_pylate.load(folder, encoder=...,
 quantize=...)`` and times pylate's own ``ColBERT.encode`` (tokenization, query expansion to 32 tokens, the backbone,
 the projection, normalisation). Each engine runs in its own process, engines rotating within each of ``--rounds``
@@ -89,7 +89,9 @@ def prepare(work: Path) -> Path:
     """The full-size model converted, with every graph exported (reused when already there)."""
     from colbert_az_pylate import convert
     from colbert_az_pylate.encoders import export_encoder
-    from colbert_az_pylate.fixtures import build_full_size_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test code, not in the package
+    from tiny_checkpoints import build_full_size_checkpoint
 
     folder = work / "full-size"
     if not (folder / "modules.json").is_file():

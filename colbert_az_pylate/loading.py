@@ -199,7 +199,7 @@ def load(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import load
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> from colbert_az_pylate import convert
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     source = build_checkpoint(Path(tmp) / "colbert-az", "wordpiece")

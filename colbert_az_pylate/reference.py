@@ -45,7 +45,7 @@ class ReferenceColBERT(nn.Module):
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     model = ReferenceColBERT.from_pretrained(build_checkpoint(Path(tmp) / "colbert-az", "wordpiece"))
     >>> vectors, ids = model.encode_queries(["Azərbaycanın paytaxtı"])

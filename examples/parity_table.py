@@ -17,7 +17,9 @@ from pathlib import Path
 
 from colbert_az_pylate import convert
 from colbert_az_pylate.conversion.probes import probe_texts
-from colbert_az_pylate.fixtures import FAMILIES, build_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test code, not in the package
+from tiny_checkpoints import FAMILIES, build_checkpoint
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from colbert_az_pylate.fixtures import FAMILIES, build_checkpoint
+from tiny_checkpoints import FAMILIES, build_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 AZ_MIRAGE = ROOT.parent / "shared" / "data" / "az-mirage" / "dataset.json"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import torch.distributed as dist
+from tiny_checkpoints import CORPUS
 
 from colbert_az_pylate import load
-from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.training.trainer import Recipe, train
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from colbert_az_pylate.cli import EXIT_BAD_INPUT, main
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     """A tiny converted model (random weights; parity is checked by the conversion tests, not needed here)."""
+    from tiny_checkpoints import build_checkpoint
+
     from colbert_az_pylate import convert
-    from colbert_az_pylate.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("cli-retrieval")
     convert(build_checkpoint(root / "raw", "gemma", embedding_dim=16), root / "model", verify=False)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from model_card_code import ModelCardCode
+from tiny_checkpoints import FAMILIES
 
 from colbert_az_pylate import ReferenceColBERT, convert
 from colbert_az_pylate.conversion.probes import probe_texts
 from colbert_az_pylate.errors import OutputExistsError, ParityError
-from colbert_az_pylate.fixtures import FAMILIES
 
 NEEDS_FIRST_WORD_FIX = {"gemma", "gemma_with_markers", "gemma_padded_vocab", "bytelevel"}
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from extras import require_extra
+from tiny_checkpoints import FAMILIES
 
 from colbert_az_pylate import load
 from colbert_az_pylate.cli import main
 from colbert_az_pylate.encoders import ExportedBackbone, export_encoder, verify_encoder
 from colbert_az_pylate.encoders.export import EXPORT_FOLDER, RECORD_FILE, read_export_record
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError
-from colbert_az_pylate.fixtures import FAMILIES
 
 require_extra("onnxruntime", "onnx")
 require_extra("openvino", "openvino")

@@ -24,10 +24,10 @@ httpx = require_extra("httpx", "langchain")
 from langchain_core.documents import Document  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
+from tiny_checkpoints import CORPUS, build_checkpoint  # noqa: E402
 
 from colbert_az_pylate import convert  # noqa: E402
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, first_line  # noqa: E402
-from colbert_az_pylate.fixtures import CORPUS, build_checkpoint  # noqa: E402
 from colbert_az_pylate.integrations import (  # noqa: E402
     LangChainRetriever,
     LlamaIndexRetriever,

@@ -28,8 +28,9 @@ indexes = types.SimpleNamespace(PLAID=QdrantIndex, Qdrant=QdrantIndex)
 
 @pytest.fixture(scope="module")
 def offline_model_name(tmp_path_factory):
+    from tiny_checkpoints import build_checkpoint
+
     from colbert_az_pylate import convert
-    from colbert_az_pylate.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("qdrant-port-model")
     convert(build_checkpoint(root / "raw", "gemma", embedding_dim=128), root / "model", verify=False)

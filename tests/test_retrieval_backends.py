@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_checkpoints import CORPUS
 
 from colbert_az_pylate.cli import main
 from colbert_az_pylate.errors import ColbertAzError, OutputExistsError
-from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.retrieval.corpus import demo_corpus_path
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
 from colbert_az_pylate.retrieval.searcher import Searcher

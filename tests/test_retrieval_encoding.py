@@ -22,8 +22,9 @@ WORDS = ["Bakı", "Gəncə", "Şəki", "Lənkəran", "Quba", "Naxçıvan", "Şam
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, str]:
     """Two tiny converted models (random weights) of the same shape and tokenizer, different weights."""
+    from tiny_checkpoints import build_checkpoint
+
     from colbert_az_pylate import convert
-    from colbert_az_pylate.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("encoding")
     made = {}

@@ -6,11 +6,11 @@ import itertools
 import json
 
 import pytest
+from tiny_checkpoints import CORPUS, FAMILIES
 from transformers import AutoTokenizer
 
 from colbert_az_pylate.cli import main
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError
-from colbert_az_pylate.fixtures import CORPUS, FAMILIES
 from colbert_az_pylate.retrieval.passages import PASSAGE_SEPARATOR, split_document
 from colbert_az_pylate.retrieval.searcher import Searcher
 from colbert_az_pylate.tokenization import DOCUMENT_LENGTH, document_token_count

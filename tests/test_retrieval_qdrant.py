@@ -68,8 +68,9 @@ def test_scores_are_maxsim_over_normalised_vectors_in_exact_order(index):
 
 
 def test_scores_equal_the_model_cards_code(tmp_path):
+    from tiny_checkpoints import build_checkpoint
+
     from colbert_az_pylate import ReferenceColBERT, convert, load
-    from colbert_az_pylate.fixtures import build_checkpoint
 
     raw = build_checkpoint(tmp_path / "raw", "gemma", embedding_dim=DIM)
     convert(raw, tmp_path / "model", verify=False)

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from tiny_checkpoints import CORPUS
 
 from colbert_az_pylate.cli import main
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError
-from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.reference import ReferenceColBERT
 from colbert_az_pylate.retrieval.corpus import demo_corpus_path, read_corpus
 from colbert_az_pylate.retrieval.searcher import Searcher, rerank

@@ -9,9 +9,10 @@ from extras import require_extra
 
 require_extra("qdrant_client", "qdrant")
 
+from tiny_checkpoints import CORPUS  # noqa: E402
+
 from colbert_az_pylate.cli import EXIT_BAD_INPUT, main  # noqa: E402
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, OutputExistsError  # noqa: E402
-from colbert_az_pylate.fixtures import CORPUS  # noqa: E402
 from colbert_az_pylate.retrieval.corpus import demo_corpus_path  # noqa: E402
 from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
 

@@ -12,9 +12,9 @@ import threading
 import numpy as np
 import pytest
 import torch
+from tiny_checkpoints import CORPUS
 
 from colbert_az_pylate.errors import InvalidArgumentError
-from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.retrieval import voyager_index
 from colbert_az_pylate.retrieval.searcher import Searcher
 from colbert_az_pylate.scores import document_blocks, maxsim_scores, maxsim_top_k, pad_documents

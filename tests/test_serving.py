@@ -65,8 +65,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory) -> Path:
+    from tiny_checkpoints import build_checkpoint
+
     from colbert_az_pylate import convert
-    from colbert_az_pylate.fixtures import build_checkpoint
 
     root = tmp_path_factory.mktemp("serve-model")
     return convert(build_checkpoint(root / "raw"), root / "model", verify=False) and root / "model"

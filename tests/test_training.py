@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from pylate.utils import ColBERTCollator
+from tiny_checkpoints import CORPUS
 
 from colbert_az_pylate import load, verify
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, OutputExistsError
-from colbert_az_pylate.fixtures import CORPUS
 from colbert_az_pylate.losses import DistillationInfoNCE
 from colbert_az_pylate.tokenization import reference_document_inputs, reference_query_inputs
 from colbert_az_pylate.training.trainer import Recipe, batch_tokenizer, train

@@ -300,7 +300,7 @@ def convert(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     source = build_checkpoint(Path(tmp) / "colbert-az", "gemma")
     ...     report = convert(source, Path(tmp) / "colbert-az-pylate", verify=False)

@@ -237,7 +237,7 @@ def verify(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert, verify
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     source = build_checkpoint(Path(tmp) / "colbert-az", "wordpiece")
     ...     _ = convert(source, Path(tmp) / "colbert-az-pylate", verify=False)

@@ -393,7 +393,7 @@ def query_graph_scope(graph, intermediate_size: int, edge_layers: int = EDGE_LAY
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     folder = Path(tmp) / "model"
     ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), folder, verify=False)
@@ -533,7 +533,7 @@ def export_encoder(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model", verify=False)
     ...     record = export_encoder(Path(tmp) / "model", "onnx")
@@ -668,7 +668,7 @@ def export_model(
     Examples
     --------
     >>> import tempfile
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     folder, record = export_model(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model-onnx")
     ...     sorted(p.name for p in folder.iterdir() if p.name in ("modules.json", "encoders", "projection.pt"))

@@ -214,7 +214,7 @@ def verify_encoder(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model", verify=False)
     ...     report = verify_encoder(Path(tmp) / "model", "onnx")

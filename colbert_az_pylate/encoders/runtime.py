@@ -225,7 +225,7 @@ def use_exported_encoder(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert, load
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = convert(build_checkpoint(Path(tmp) / "raw"), Path(tmp) / "model", verify=False)
     ...     torch_model = load(Path(tmp) / "model", device="cpu")

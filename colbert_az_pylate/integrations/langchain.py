@@ -72,7 +72,7 @@ if _IMPORT_ERROR is None:
         --------
         >>> import tempfile
         >>> from colbert_az_pylate import convert
-        >>> from colbert_az_pylate.fixtures import build_checkpoint
+        >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
         >>> from colbert_az_pylate.retrieval import Searcher
         >>> folder = tempfile.mkdtemp()
         >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model

@@ -283,7 +283,7 @@ def encode_corpus(
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> from colbert_az_pylate.retrieval.corpus import Corpus
     >>> folder = tempfile.mkdtemp()
     >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model

@@ -191,7 +191,7 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> folder = tempfile.mkdtemp()
     >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
     >>> [hit.id for hit in rerank(f"{folder}/model", "Şəki xan sarayı", ["Bakı paytaxtdır.", "Şəki xan sarayı"])]
@@ -320,7 +320,7 @@ class Searcher:
     --------
     >>> import tempfile
     >>> from colbert_az_pylate import convert
-    >>> from colbert_az_pylate.fixtures import build_checkpoint
+    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
     >>> folder = tempfile.mkdtemp()
     >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
     >>> searcher = Searcher(f"{folder}/model", f"{folder}/index", show_progress_bar=False)
@@ -597,7 +597,7 @@ class Searcher:
         --------
         >>> import tempfile
         >>> from colbert_az_pylate import convert, load
-        >>> from colbert_az_pylate.fixtures import build_checkpoint
+        >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
         >>> from colbert_az_pylate.retrieval.corpus import Corpus
         >>> from colbert_az_pylate.retrieval.encoding import encode_corpus
         >>> folder = tempfile.mkdtemp()

@@ -1,6 +1,8 @@
 """Tiny checkpoints in the colbert-az layout, built by code (random weights, tokenizers trained here).
 
-Used by the tests, the examples and the parity table; real enough to exercise every tokenizer family.
+Test code, not part of the installed package: used by the tests, the package's doctests (through the root
+``conftest.py``), the parity table in examples/ and the benchmarks (which put this folder on ``sys.path``); real
+enough to exercise every tokenizer family.
 
 Each family reproduces a tokenizer pipeline a real checkpoint may have; none needs the network.
 """
