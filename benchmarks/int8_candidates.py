@@ -136,7 +136,8 @@ def runner(runtime: str, path: Path):
 def quality(folder: Path, candidates: dict, dataset: str | None, pairs: int) -> dict:
     from colbert_az_pylate import load
     from colbert_az_pylate.encoders.parity import exact_scores, retrieval_texts, top_k_agreement
-    from colbert_az_pylate.encoders.runtime import ExportedBackbone, embedding_digest
+    from colbert_az_pylate.encoders.runtime import ExportedBackbone
+    from colbert_az_pylate.signature import backbone_digest
 
     questions, answers = retrieval_texts(dataset, pairs)
     reference = load(folder, device="cpu")
@@ -152,7 +153,7 @@ def quality(folder: Path, candidates: dict, dataset: str | None, pairs: int) -> 
         backbone = model[0].auto_model
         inputs = ["input_ids", "attention_mask"]
         model[0].auto_model = ExportedBackbone(
-            runner(runtime, path), inputs, backbone.config, embedding_digest(backbone), name
+            runner(runtime, path), inputs, backbone.config, backbone_digest(backbone), name
         )
         other = scores(model)
         relative = np.abs(other - base) / np.maximum(np.abs(base), 1e-6)

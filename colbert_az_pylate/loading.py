@@ -23,6 +23,7 @@ from colbert_az_pylate.conversion.checkpoint import (
 )
 from colbert_az_pylate.conversion.converter import convert
 from colbert_az_pylate.errors import CheckpointError, ColbertAzError, InvalidArgumentError, first_line
+from colbert_az_pylate.files import atomic_write
 
 CACHE_ENV = "COLBERT_AZ_CACHE"
 COMPLETE_FILE = ".colbert-az-complete.json"
@@ -87,10 +88,7 @@ def _file_sizes(folder: Path) -> dict[str, int]:
 
 def mark_complete(folder: Path) -> None:
     """Record every file of a finished conversion with its size; written last, atomically."""
-    record = folder / COMPLETE_FILE
-    staged = record.with_name(f"{COMPLETE_FILE}.{os.getpid()}.tmp")
-    staged.write_text(json.dumps({"files": _file_sizes(folder)}, indent=1), encoding="utf-8")
-    os.replace(staged, record)
+    atomic_write(folder / COMPLETE_FILE, json.dumps({"files": _file_sizes(folder)}, indent=1))
 
 
 def is_complete(folder: Path) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from colbert_az_pylate.errors import CheckpointError, SourceNotFoundError, UnsafeProjectionError, first_line
+from colbert_az_pylate.files import looks_like_local_path
 
 PROJECTION_FILE = "projection.pt"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -69,9 +70,9 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Path:
         return Path(os.path.abspath(path))
     text = str(source)
     looks_local = (
-        text.startswith((".", "/", "~"))
+        looks_like_local_path(text)
         or path.exists()
-        or text.count("/") != 1
+        or text.count("/") != 1  # a model's hub id names its owner
         or path.parent.exists()  # owner/name where owner is a local folder: a missing local path
     )
     if looks_local:

@@ -38,6 +38,7 @@ from colbert_az_pylate.conversion.staging import (
 from colbert_az_pylate.conversion.verification import ParityReport
 from colbert_az_pylate.conversion.verification import verify as verify_parity
 from colbert_az_pylate.errors import CheckpointError, OutputExistsError, ParityError, TokenizerError, first_line
+from colbert_az_pylate.files import replace_folder
 from colbert_az_pylate.tokenization import (
     DOCUMENT_LENGTH,
     DOCUMENT_MARKER,
@@ -223,22 +224,6 @@ def _check_replaceable(output: Path) -> None:
         raise OutputExistsError(f"{output} holds the working directory; refusing to replace it")
 
 
-def _move_into_place(staged: Path, output: Path) -> None:
-    """Rename ``staged`` to ``output``; a previous output is kept aside until the new one is in place."""
-    if not output.exists():
-        staged.rename(output)
-        return
-    retired = retired_name(output)
-    output.rename(retired)
-    try:
-        staged.rename(output)
-    except BaseException:  # Ctrl-C or a failed rename between the two renames: put the old output back
-        if not output.exists():
-            retired.rename(output)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def convert(
     source: str | Path,
     output: str | Path,
@@ -349,7 +334,7 @@ def convert(
             report.parity = verify_parity(staged, folder, probes=probe_set)
             if not report.parity.passed and not force:
                 raise ParityError(f"conversion refused, {report.parity.failure()} (use force to write anyway)")
-        _move_into_place(staged, output)
+        replace_folder(staged, output, retired_name(output))
     finally:  # also on Ctrl-C: nothing half-written is kept
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)

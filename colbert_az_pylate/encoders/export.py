@@ -22,8 +22,9 @@ post-training (activation) int8 were faster but measured 0.85 and 0.88 (``benchm
 
 Only the backbone is exported: tokenization, the [Q]/[D] markers, query expansion, the projection, the skiplist
 and normalisation stay pylate's own code. The record keeps the fingerprint of the weights the graphs came from
-(:class:`~colbert_az_pylate.retrieval.voyager_index.ModelSignature`), each file's size and SHA-256, so a folder whose
-weights changed, or a truncated graph, is refused when it is loaded.
+(:class:`~colbert_az_pylate.signature.ModelSignature`: every weight, the tokenizer and the settings), each file's size
+and SHA-256, so a folder whose weights changed, or a truncated graph, is refused when it is loaded. A record of an
+older signature version (which did not hash the transformer layers) is never trusted: the graphs are exported again.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ import numpy as np
 import torch
 
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, OutputExistsError, first_line
+from colbert_az_pylate.files import atomic_write, exclusive_lock, replace_folder, replace_synced
+from colbert_az_pylate.signature import SIGNATURE_VERSION, ModelSignature
 
 ENCODERS = ("torch", "onnx", "openvino")
 QUANTIZATIONS = (None, "int8", "bf16", "int8-query")
@@ -144,8 +147,8 @@ class ExportRecord:
     Parameters
     ----------
     fingerprint : str
-        :meth:`ModelSignature.of_model <colbert_az_pylate.retrieval.voyager_index.ModelSignature.of_model>`'s
-        fingerprint of the weights and tokenization settings the graphs were exported from.
+        :meth:`ModelSignature.of_model <colbert_az_pylate.signature.ModelSignature.of_model>`'s fingerprint of the
+        weights, tokenizer and settings the graphs were exported from.
     inputs : list[str]
         The graph inputs, in order (``input_ids``, ``attention_mask`` and, for BERT, ``token_type_ids``).
     files : dict
@@ -154,6 +157,8 @@ class ExportRecord:
         ``"onnx"`` (float32, both runtimes), ``"openvino-int8"`` and ``"openvino-int8-query"`` -> the file each runs.
     versions : dict
         Library versions the export was made with (informative).
+    signature_version : int
+        How ``fingerprint`` was computed (a record without one is version 1, which hashed no transformer layer).
 
     Examples
     --------
@@ -167,6 +172,7 @@ class ExportRecord:
     files: dict[str, dict] = field(default_factory=dict)
     graphs: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    signature_version: int = SIGNATURE_VERSION
 
     def to_dict(self) -> dict:
         """The record as the JSON object written to ``export.json``."""
@@ -177,12 +183,14 @@ class ExportRecord:
             "files": self.files,
             "graphs": self.graphs,
             "versions": self.versions,
+            "signature_version": self.signature_version,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> ExportRecord:
         """A record read back from ``export.json`` (see the class example)."""
-        return cls(data["fingerprint"], list(data["inputs"]), data["files"], data["graphs"], data.get("versions", {}))
+        fields = (data["fingerprint"], list(data["inputs"]), data["files"], data["graphs"], data.get("versions", {}))
+        return cls(*fields, int(data.get("signature_version", 1)))
 
 
 def graph_key(encoder: str, quantize: str | None) -> str:
@@ -263,9 +271,7 @@ def read_export_record(model_folder: str | Path) -> ExportRecord | None:
 
 
 def _write_record(folder: Path, record: ExportRecord) -> None:
-    staged = folder / f"{RECORD_FILE}.{os.getpid()}.tmp"
-    staged.write_text(json.dumps(record.to_dict(), indent=1), encoding="utf-8")
-    os.replace(staged, folder / RECORD_FILE)
+    atomic_write(folder / RECORD_FILE, json.dumps(record.to_dict(), indent=1))
 
 
 def graph_inputs(model) -> list[str]:
@@ -543,7 +549,6 @@ def export_encoder(
     """
     from colbert_az_pylate.conversion.checkpoint import is_converted
     from colbert_az_pylate.loading import load
-    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 
     encoder, quantize = _check_exportable(encoder, quantize)
     step = on_step or (lambda message: None)
@@ -561,25 +566,13 @@ def export_encoder(
         model = load(folder, device="cpu")
     fingerprint = ModelSignature.of_model(model).fingerprint
     target.mkdir(exist_ok=True)
-    with _exclusive(target / LOCK_FILE):  # processes exporting at once (serve --workers) take turns
+    with exclusive_lock(target / LOCK_FILE):  # processes exporting at once (serve --workers) take turns
         return _export_locked(model, folder, target, fingerprint, encoder, quantize, step)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path):
-    import fcntl
-
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder, quantize, step) -> ExportRecord:
     record = read_export_record(folder) if (target / RECORD_FILE).is_file() else None
-    if record is None or record.fingerprint != fingerprint:
+    if record is None or record.fingerprint != fingerprint or record.signature_version != SIGNATURE_VERSION:
         record = ExportRecord(fingerprint, graph_inputs(model))
     staging = target / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -600,7 +593,7 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
                 compress_openvino_int8(target / GRAPH_FILES[("onnx", None)], staging / name)
             names = [name, *EXTRA_FILES.get(name, ())]
             for file_name in names:
-                os.replace(staging / file_name, target / file_name)
+                replace_synced(staging / file_name, target / file_name)
                 record.files[file_name] = _file_entry(target / file_name)
             record.graphs[key] = name
             record.versions = _versions()
@@ -675,8 +668,8 @@ def export_model(
     ['encoders', 'modules.json', 'projection.pt']
     """
     from colbert_az_pylate.conversion.checkpoint import is_converted, resolve_source
-    from colbert_az_pylate.conversion.converter import _check_replaceable, _move_into_place, convert
-    from colbert_az_pylate.conversion.staging import remove_stale_staging, staging_folder
+    from colbert_az_pylate.conversion.converter import _check_replaceable, convert
+    from colbert_az_pylate.conversion.staging import remove_stale_staging, retired_name, staging_folder
 
     encoder, quantize = _check_exportable(encoder, quantize)
     folder = resolve_source(source)
@@ -695,7 +688,7 @@ def export_model(
             try:
                 skip = shutil.ignore_patterns(EXPORT_FOLDER, ".*")
                 shutil.copytree(folder, staged, ignore=skip, dirs_exist_ok=True)
-                _move_into_place(staged, target)
+                replace_folder(staged, target, retired_name(target))
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
         else:

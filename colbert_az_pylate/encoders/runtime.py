@@ -10,7 +10,6 @@ else stays pylate's code: tokenization, the [Q]/[D] markers, query expansion, tr
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -28,6 +27,7 @@ from colbert_az_pylate.encoders.export import (
     require_runtime,
 )
 from colbert_az_pylate.errors import CheckpointError, InvalidArgumentError, first_line
+from colbert_az_pylate.signature import SIGNATURE_VERSION, BackboneDigest, ModelSignature, backbone_digest
 
 WARM_UP_TEXT = "Azərbaycanın paytaxtı hansı şəhərdir?"
 PRECISIONS = {
@@ -36,14 +36,6 @@ PRECISIONS = {
     "bf16": "bfloat16",
     "int8-query": "queries: static int8 graph, documents: float32",
 }
-
-
-def embedding_digest(backbone: torch.nn.Module):
-    """The running SHA-256 of a backbone's input embedding tensors, as ``ModelSignature.of_model`` starts it."""
-    digest = hashlib.sha256()
-    for tensor in backbone.get_input_embeddings().state_dict().values():
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest
 
 
 class ExportedBackbone(torch.nn.Module):
@@ -57,8 +49,9 @@ class ExportedBackbone(torch.nn.Module):
         The graph's input names.
     config : transformers.PretrainedConfig
         The backbone's configuration (sentence-transformers reads it).
-    digest : hashlib object
-        :func:`embedding_digest` of the backbone it replaces, so an index built with the torch model accepts it.
+    digest : BackboneDigest
+        :func:`~colbert_az_pylate.signature.backbone_digest` of the torch backbone it replaces: the model keeps its
+        signature, so an index built with the torch model accepts it.
     description : str
         What runs, e.g. ``"openvino 2025.0, int8 weights"``.
     quantize : str, optional
@@ -68,16 +61,19 @@ class ExportedBackbone(torch.nn.Module):
     --------
     >>> import numpy as np, hashlib
     >>> from transformers import BertConfig
+    >>> digest = BackboneDigest("0" * 64, hashlib.sha256())
     >>> backbone = ExportedBackbone(lambda feeds: np.zeros((*feeds["input_ids"].shape, 4), np.float32),
-    ...                             ["input_ids"], BertConfig(), hashlib.sha256(), "zeros")
+    ...                             ["input_ids"], BertConfig(), digest, "zeros")
     >>> backbone(input_ids=torch.ones(2, 3, dtype=torch.long)).last_hidden_state.shape
     torch.Size([2, 3, 4])
     """
 
-    def __init__(self, run, inputs: list[str], config, digest, description: str, quantize: str | None = None) -> None:
+    def __init__(
+        self, run, inputs: list[str], config, digest: BackboneDigest, description: str, quantize: str | None = None
+    ) -> None:
         super().__init__()
         self._run, self.inputs, self.config = run, list(inputs), config
-        self.embedding_digest, self.description, self.quantize = digest, description, quantize
+        self.signature_digest, self.description, self.quantize = digest, description, quantize
 
     def forward(self, return_dict: bool = True, **features) -> BaseModelOutput:
         feeds = {name: features[name].detach().cpu().numpy().astype(np.int64, copy=False) for name in self.inputs}
@@ -205,8 +201,9 @@ def use_exported_encoder(
     threads : int, optional
         Intra-op threads of the runtime (default: the runtime's own choice, the physical cores).
     export : bool, default True
-        Export the graph when the folder has none yet (once; kept in the folder). With ``False`` a missing
-        export is an error.
+        Export the graph when the folder has none yet (once; kept in the folder), or when its record predates
+        signature version 2 (which hashes every weight, :mod:`colbert_az_pylate.signature`). With ``False`` either
+        is an error.
     warm_up : bool, default True
         Encode a query and a document once, so the first real call is not the slow one.
 
@@ -218,8 +215,8 @@ def use_exported_encoder(
     Raises
     ------
     CheckpointError
-        The export is missing (with ``export=False``), was made from other weights, or a graph file is missing,
-        truncated or altered.
+        The export is missing or records a version-1 signature (with ``export=False`` or a read-only folder), was
+        made from other weights, or a graph file is missing, truncated or altered.
 
     Examples
     --------
@@ -235,8 +232,6 @@ def use_exported_encoder(
     >>> bool(abs(vectors - reference).max() < 1e-5)
     True
     """
-    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
-
     encoder, quantize = check_encoder(encoder, quantize)
     if encoder == "torch":
         return model
@@ -244,14 +239,19 @@ def use_exported_encoder(
         raise InvalidArgumentError(f"threads must be a whole number >= 1, got {threads!r}")
     require_runtime(encoder)
     folder = Path(os.path.abspath(Path(model_folder).expanduser()))
-    backbone = model[0].auto_model
-    digest = backbone.embedding_digest = embedding_digest(backbone)  # hashed once: of_model() starts from it
-    try:
-        fingerprint = ModelSignature.of_model(model).fingerprint
-    finally:  # the torch model may still be trained if this fails: its signature must follow its weights
-        del backbone.embedding_digest
+    digest = backbone_digest(model[0].auto_model)  # hashed once: the exported backbone keeps it
+    fingerprint = ModelSignature.of_model(model, backbone=digest).fingerprint
     record = read_export_record(folder)
     graphs = record_keys(encoder, quantize)
+    if record is not None and record.signature_version != SIGNATURE_VERSION:
+        # an older record did not hash the transformer layers: its graphs may come from other weights
+        stale = (
+            f"the export in {export_folder(folder)} records a version-{record.signature_version} signature, "
+            f"which does not cover every weight; export again with `colbert-az export {folder} --encoder {encoder}`"
+        )
+        if not export or not os.access(folder, os.W_OK):
+            raise CheckpointError(stale)
+        record = None  # exported again below, as if missing
     if record is not None and record.fingerprint != fingerprint:
         raise CheckpointError(
             f"the export in {export_folder(folder)} was made from other weights (fingerprint "

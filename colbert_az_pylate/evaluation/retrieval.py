@@ -113,7 +113,7 @@ def _cache_folder(model, ids: list[str], texts: list[str], cache_dir: Path) -> P
     """The cache of these documents by this model: named after its weights' fingerprint and everything else the
     encoding depends on (corpus, exported-encoder precision, shard size, dtype)."""
     from colbert_az_pylate.retrieval import encoding
-    from colbert_az_pylate.retrieval.voyager_index import ModelSignature
+    from colbert_az_pylate.signature import ModelSignature
 
     signature = ModelSignature.of_model(model)
     settings = {

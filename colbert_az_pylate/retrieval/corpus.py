@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, first_line
+from colbert_az_pylate.files import looks_like_local_path
 from colbert_az_pylate.retrieval.ids import check_document_ids
 
 _FILE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
@@ -143,13 +144,7 @@ def demo_corpus_path() -> Path:
 
 def _looks_like_path(name: str) -> bool:
     """Whether ``name`` can only mean a local file (hub dataset ids are ``name`` or ``owner/name``)."""
-    return (
-        not name
-        or name.startswith((".", "/", "~"))
-        or "\\" in name
-        or name.count("/") > 1
-        or Path(name).suffix.lower() in _DATA_SUFFIXES
-    )
+    return looks_like_local_path(name) or Path(name).suffix.lower() in _DATA_SUFFIXES
 
 
 Records = Iterable[tuple[str, dict]]  # (where, e.g. "line 3", the row as a dict)

@@ -34,6 +34,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
+from colbert_az_pylate.files import atomic_write
 from colbert_az_pylate.retrieval.passages import DEFAULT_OVERLAP, PASSAGE_SEPARATOR, PassageReport, index_entries
 
 __all__ = ["EncodeReport", "EncodedCorpus", "encode_corpus"]
@@ -66,16 +67,6 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """``data`` at ``path`` or nothing: a temporary file of this process, fsynced, then renamed over."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _json_bytes(value) -> bytes:
@@ -189,7 +180,7 @@ def _check_plan(folder: Path, plan: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidArgumentError(f"cannot create --out {folder}: {exc.strerror or first_line(exc)}") from exc
-    _write_atomic(existing, _json_bytes(plan))  # every rank writes the same bytes: no coordination needed
+    atomic_write(existing, _json_bytes(plan))  # every rank writes the same bytes: no coordination needed
 
 
 def _finished(folder: Path, number: int) -> dict | None:
@@ -215,7 +206,7 @@ def _encode_shard(model, folder, number, entries, batch_size, pool_factor, show_
     np.save(buffer, matrix, allow_pickle=False)
     data = buffer.getvalue()
     stem = folder / shard_name(number)
-    _write_atomic(stem.with_suffix(".npy"), data)
+    atomic_write(stem.with_suffix(".npy"), data)
     record = {
         "shard": number,
         "ids": [entry_id for entry_id, _, _ in flat],
@@ -226,7 +217,7 @@ def _encode_shard(model, folder, number, entries, batch_size, pool_factor, show_
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
-    _write_atomic(stem.with_suffix(".json"), _json_bytes(record))  # last: the shard is finished
+    atomic_write(stem.with_suffix(".json"), _json_bytes(record))  # last: the shard is finished
     return record
 
 
@@ -369,7 +360,7 @@ def _write_manifest_when_complete(folder: Path, plan: dict) -> bool:
         }
         for record in records
     ]
-    _write_atomic(folder / MANIFEST, _json_bytes({**plan, "shard_list": shards}))
+    atomic_write(folder / MANIFEST, _json_bytes({**plan, "shard_list": shards}))
     return True
 
 

@@ -31,7 +31,6 @@ import re
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +46,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
-from colbert_az_pylate.files import read_at
+from colbert_az_pylate.files import atomic_path, atomic_write, fsync_folder, read_at
 from colbert_az_pylate.retrieval.folders import (
     LOCK,
     acquire_writer_lock,
@@ -57,6 +56,7 @@ from colbert_az_pylate.retrieval.folders import (
 from colbert_az_pylate.retrieval.folders import VOYAGER_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.scores import maxsim_top_k, packed_maxsim_scores
+from colbert_az_pylate.signature import ModelSignature
 
 __all__ = ["LOCK", "MANIFEST", "ModelSignature", "VoyagerIndex"]
 
@@ -75,82 +75,6 @@ FLOAT32_CACHE_BYTES = 256 << 20
 # Up to this many stored token vectors, exact MaxSim over all of them is faster than the graph search (and exact):
 # the crossover measured by benchmarks/exact_crossover.py (benchmarks/results/exact-crossover.json).
 EXACT_SEARCH_MAX_VECTORS = 150_000
-
-
-@dataclass(frozen=True)
-class ModelSignature:
-    """What produced the vectors of an index: a name, the dimension and a fingerprint of the weights.
-
-    Parameters
-    ----------
-    name
-        The model's name or path, as recorded in the index (``Searcher.open`` loads it from there).
-    embedding_size
-        The dimension of its token vectors.
-    fingerprint
-        A hash of its weights and tokenization settings (:meth:`of_model`).
-
-    Examples
-    --------
-    >>> ModelSignature("colbert-az", 128, "ab12").to_dict()
-    {'name': 'colbert-az', 'embedding_size': 128, 'fingerprint': 'ab12'}
-    """
-
-    name: str
-    embedding_size: int
-    fingerprint: str
-
-    def to_dict(self) -> dict:
-        """The signature as the JSON object the manifest records."""
-        return {"name": self.name, "embedding_size": self.embedding_size, "fingerprint": self.fingerprint}
-
-    def made(self, recorded: dict | None) -> bool:
-        """Whether this model made the vectors of an index that records ``recorded`` (``None``: no record).
-
-        The same weights and settings make the same vectors wherever the folder lies: the name (a path, which a
-        copy or a move changes) is informative only; dimension and fingerprint decide.
-
-        Examples
-        --------
-        >>> moved = {"name": "/new/place", "embedding_size": 128, "fingerprint": "ab12"}
-        >>> ModelSignature("/old/place", 128, "ab12").made(moved)
-        True
-        >>> ModelSignature("m", 128, "ab12").made({"name": "m", "embedding_size": 128, "fingerprint": "cd34"})
-        False
-        """
-        return recorded is None or (
-            recorded.get("embedding_size") == self.embedding_size and recorded.get("fingerprint") == self.fingerprint
-        )
-
-    @classmethod
-    def of_model(cls, model, name: str | None = None) -> ModelSignature:
-        """The signature of a pylate ColBERT: its output dimension and a hash of the projection, the embedding
-        matrix and the tokenization settings (enough to tell fine-tuned checkpoints apart).
-
-        Parameters
-        ----------
-        model
-            A pylate ``models.ColBERT``.
-        name
-            The name to record (default: the backbone's ``name_or_path``).
-
-        Returns
-        -------
-        ModelSignature
-            The signature.
-        """
-        backbone = model[0].auto_model
-        known = getattr(backbone, "embedding_digest", None)  # an exported backbone keeps its torch model's
-        modules = [model[-1]] if known is not None else [backbone.get_input_embeddings(), model[-1]]
-        digest = known.copy() if known is not None else hashlib.sha256()
-        for module in modules:
-            for tensor in module.state_dict().values():
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        settings = (model.query_prefix, model.document_prefix, model.query_length, model.document_length)
-        digest.update(repr(settings).encode())
-        dimension = int(model[-1].get_sentence_embedding_dimension())
-        name = name or str(model[0].auto_model.config.name_or_path or "unnamed model")
-        return cls(name, dimension, digest.hexdigest()[:16])
 
 
 def _as_matrix(embeddings, what: str, dimension: int) -> np.ndarray:
@@ -183,19 +107,14 @@ def _as_matrices(embeddings, what: str, dimension: int) -> list[np.ndarray]:
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
+    """Kept for plaid_index, which has yet to import :mod:`colbert_az_pylate.files`."""
     with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+_fsync_dir = fsync_folder  # kept for plaid_index, which has yet to import colbert_az_pylate.files
 
 
 def _append(path: Path, committed_bytes: int, data: bytes) -> None:
@@ -723,11 +642,11 @@ class VoyagerIndex(Base):
         files = {}
 
         def write(name: str, writer) -> None:
-            temporary = self.path / f"{name}.tmp"
-            writer(temporary)
-            with open(temporary, "rb") as handle:
-                files[name] = hashlib.sha256(handle.read()).hexdigest()
-            os.replace(temporary, self.path / name)
+            # the folder is synced once, after the manifest that names these files
+            with atomic_path(self.path / name, temporary=self.path / f"{name}.tmp", sync_folder=False) as temporary:
+                writer(temporary)
+                with open(temporary, "rb") as handle:
+                    files[name] = hashlib.sha256(handle.read()).hexdigest()
 
         def write_docs(path: Path) -> None:
             with open(path, "wb") as handle:
@@ -737,19 +656,15 @@ class VoyagerIndex(Base):
                     vector_sums=self.vector_sums,
                     payload_sums=self.payload_sums,
                 )
-                handle.flush()
-                os.fsync(handle.fileno())
 
         def write_graph(path: Path) -> None:
             if len(self.label_doc):
                 self.graph.save(str(path))
             else:  # voyager cannot load the file of an index without elements
-                _fsync_write(path, b"")
+                path.write_bytes(b"")
 
         write(f"docs.{generation}.npz", write_docs)
-        write(
-            f"ids.{generation}.json", lambda p: _fsync_write(p, json.dumps(self.doc_ids, ensure_ascii=False).encode())
-        )
+        write(f"ids.{generation}.json", lambda p: p.write_bytes(json.dumps(self.doc_ids, ensure_ascii=False).encode()))
         write(f"hnsw.{generation}.voyager", write_graph)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -764,9 +679,7 @@ class VoyagerIndex(Base):
             "documents": len(self._positions),
             "files": files,
         }
-        _fsync_write(self.path / f"{MANIFEST}.tmp", json.dumps(manifest, indent=1).encode())
-        os.replace(self.path / f"{MANIFEST}.tmp", self.path / MANIFEST)
-        _fsync_dir(self.path)
+        atomic_write(self.path / MANIFEST, json.dumps(manifest, indent=1), temporary=self.path / f"{MANIFEST}.tmp")
         self.generation = generation
         if self._pending:
             self._pending = False

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Literal
 
 from colbert_az_pylate.errors import ConfigError, InvalidArgumentError, first_line
+from colbert_az_pylate.files import looks_like_local_path
 from colbert_az_pylate.training.checks import check_fields
 from colbert_az_pylate.training.data import SourceSchema, resolve_schema
 from colbert_az_pylate.training.dataset import TrainingData, prepare_training_data
-from colbert_az_pylate.training.sources import looks_like_local_path
 from colbert_az_pylate.training.trainer import Recipe
 
 

@@ -10,17 +10,14 @@ memory-mapped Arrow: only the ids are indexed in memory, a text is read when it 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from colbert_az_pylate.errors import DataFormatError, first_line
+from colbert_az_pylate.files import looks_like_local_path
 from colbert_az_pylate.training.data import SourceSchema, TrainingSource, resolve_schema
 
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class TextTable(Mapping):
@@ -88,17 +85,6 @@ def _local_table(folder: Path, config: str):
     raise DataFormatError(
         f"{folder} has no {config!r} table: expected {config}.parquet, {config}.jsonl, {config}.json or {config}/"
     )
-
-
-def looks_like_local_path(location: str | Path) -> bool:
-    """True when ``location`` cannot be a hub id (``owner/name``): ``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x/``.
-
-    Examples
-    --------
-    >>> [looks_like_local_path(x) for x in ("LocalDoc/msmarco-az-reranked", "./data/books", "data/books/", "books")]
-    [False, True, True, False]
-    """
-    return isinstance(location, Path) or not HUB_ID.match(str(location))
 
 
 def read_config(location: str | Path, config: str, split: str = "train", revision: str | None = None, loader=None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from colbert_az_pylate.conversion.checkpoint import PROJECTION_FILE
 from colbert_az_pylate.conversion.converter import save_tokenizer
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, OutputExistsError, check_count, first_line
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
+from colbert_az_pylate.files import replace_synced
 from colbert_az_pylate.losses import DistillationInfoNCE
 from colbert_az_pylate.training.checks import check_fields
 from colbert_az_pylate.training.data import CARD_FALSE_NEGATIVE_RATIO, CARD_NEGATIVES
@@ -378,7 +378,8 @@ def _remove_incomplete_checkpoints(folder: Path) -> None:
 def _publish(staging: Path, output: Path) -> None:
     """Move the final model from ``staging`` into ``output``, weights last.
 
-    Each move is one rename. The weights of an earlier final model go first and the new ones come last, so a folder
+    Each move is one rename, synced (the file's data before the rename, the folder after), so the order holds
+    after a power cut too. The weights of an earlier final model go first and the new ones come last, so a folder
     interrupted half-way has no weights and no loader takes it for a finished model.
     """
     for path in output.iterdir():
@@ -389,7 +390,7 @@ def _publish(staging: Path, output: Path) -> None:
         target = output / path.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        os.replace(path, target)
+        replace_synced(path, target)
     staging.rmdir()
 
 
