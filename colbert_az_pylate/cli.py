@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from colbert_az_pylate.console import quiet_third_party
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, ParityError, check_count, first_line
+from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.serving.cli import add_serve_parser
 
 EXIT_PARITY_FAILED = 1
@@ -505,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument(
         "--backend",
-        choices=["voyager", "plaid", "qdrant"],
+        choices=sorted(BACKENDS),
         default=None,
         help="voyager (HNSW + exact rerank, updatable), plaid (fast-plaid, build-once, for large corpora) or qdrant "
         "(exact MaxSim in Qdrant: embedded in the folder, or on a server with --url; needs qdrant-client); "

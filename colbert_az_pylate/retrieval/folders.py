@@ -22,6 +22,7 @@ from colbert_az_pylate.errors import (
     InvalidArgumentError,
     OutputExistsError,
 )
+from colbert_az_pylate.retrieval.backends import BACKENDS
 
 try:  # POSIX advisory locks; on other systems writers are not serialised across processes.
     import fcntl
@@ -32,7 +33,6 @@ VOYAGER_MANIFEST = "manifest.json"
 PLAID_MANIFEST = "plaid-manifest.json"
 LOCK = ".lock"
 BUILDING = ".building"  # inside a PLAID build folder until the manifest commits it
-BACKENDS = ("voyager", "plaid", "qdrant")
 
 # Names a writer of ours may leave without a committed manifest (a crash before the first commit).
 _VOYAGER_LEFTOVER = re.compile(r"^((hnsw|docs|ids)\.\d+\.(voyager|npz|json)|manifest\.json)(\.tmp)?$")
@@ -215,10 +215,12 @@ def check_backend(folder: str | Path, backend: str | None) -> str:
     ('voyager', 'plaid')
     """
     if backend is not None and backend not in BACKENDS:
-        raise InvalidArgumentError(f"backend must be one of {BACKENDS} (or None: the folder's own), got {backend!r}")
+        raise InvalidArgumentError(
+            f"backend must be one of {tuple(BACKENDS)} (or None: the folder's own), got {backend!r}"
+        )
     found = detect_backend(folder)
     if found is not None and backend is not None and found != backend:
-        names = {"voyager": "Voyager", "plaid": "PLAID", "qdrant": "Qdrant"}
+        names = {name: entry.title for name, entry in BACKENDS.items()}
         raise OutputExistsError(
             f"{folder} holds a {names[found]} index, not a {names[backend]} one: leave the backend out "
             f"(no --backend) to use it, or choose another folder for a {names[backend]} index"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +158,21 @@ def parse_passage_id(entry_id: str) -> tuple[str, int] | None:
     if not separator or not document or not number.isdigit():
         return None
     return document, int(number)
+
+
+def count_entries(entry_ids: Iterable[str]) -> tuple[int, int]:
+    """``(passages, documents)`` among ``entry_ids``: a passage's id (see :func:`parse_passage_id`) counts as a
+    document once, at its passage 0. The counting rule of the backends that hold their ids in memory.
+
+    >>> count_entries(["a", passage_id("b", 0), passage_id("b", 1)])
+    (2, 2)
+    """
+    passages = documents = 0
+    for entry_id in entry_ids:
+        parsed = parse_passage_id(entry_id)
+        passages += parsed is not None
+        documents += parsed is None or parsed[1] == 0
+    return passages, documents
 
 
 def check_overlap(overlap, budget: int) -> int:

@@ -47,6 +47,7 @@ from colbert_az_pylate.errors import (
 from colbert_az_pylate.retrieval.folders import BUILDING, acquire_writer_lock, index_backend, release_writer_lock
 from colbert_az_pylate.retrieval.folders import PLAID_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
+from colbert_az_pylate.retrieval.passages import count_entries
 from colbert_az_pylate.retrieval.voyager_index import (
     ModelSignature,
     _as_matrices,
@@ -110,6 +111,10 @@ class PlaidIndex:
     ...     index.search([docs[3]], k=1)[0][0]["id"], len(reopened)
     ('d3', 40)
     """
+
+    # the IndexBackend contract (colbert_az_pylate.retrieval.backends): built once, approximate scores only
+    backend_name = "plaid"
+    updatable, commits, exact_search_available, always_exact = False, False, False, False
 
     def __init__(
         self,
@@ -285,6 +290,61 @@ class PlaidIndex:
         finally:
             release_writer_lock(lock)
         return cls(folder, model=model, device=device, show_progress=show_progress, **search_settings)
+
+    # ------------------------------------------------------------------------------ the IndexBackend contract
+    @classmethod
+    def open_for_searcher(
+        cls, folder: Path, *, signature, embedding_size: int, override: bool, read_only: bool, show_progress,
+        url: str | None, api_key: str | None, settings: dict,
+    ) -> PlaidIndex | None:  # fmt: skip
+        """The built index in ``folder``, or ``None`` before its build (or when it is to be rebuilt)."""
+        if override or not (Path(folder) / MANIFEST).exists():
+            return None
+        return cls(folder, model=signature, **settings)
+
+    @classmethod
+    def build_for_searcher(
+        cls, folder: Path, ids, vectors, payloads, *, signature, override: bool, show_progress: bool, settings: dict
+    ) -> PlaidIndex:
+        """:meth:`build` from a searcher's entries."""
+        return cls.build(
+            folder, ids, vectors, payloads=payloads, model=signature, override=override, show_progress=show_progress,
+            **settings,
+        )  # fmt: skip
+
+    def write_entries(self, ids, vectors, payloads, *, upsert: bool, stale) -> None:
+        raise ColbertAzError(
+            f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
+        )
+
+    def batch(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext(self)
+
+    def remove_documents(self, documents_ids) -> None:
+        raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild without those documents")
+
+    def rank(self, queries_embeddings, k: int, *, exact: bool | None = None, k_token: int = 256, subset=None):
+        """PLAID's approximate ranking (``exact=True`` is refused: PLAID keeps compressed vectors only)."""
+        if exact:
+            raise InvalidArgumentError(
+                "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
+            )
+        return self.search(queries_embeddings, k=k, subset=subset)
+
+    def passage_count(self) -> int:
+        return count_entries(self._positions)[0]
+
+    def document_count(self) -> int:
+        return count_entries(self._positions)[1]
+
+    def commit_state(self) -> None:
+        return None
+
+    def refresh(self) -> PlaidIndex:
+        return self
+
+    def close(self) -> None:
+        """Nothing to release (the index holds no lock once built)."""
 
     def __len__(self) -> int:
         return len(self.doc_ids)

@@ -312,6 +312,9 @@ class QdrantIndex(Base):
     """
 
     is_end_to_end_index = True
+    # the IndexBackend contract (colbert_az_pylate.retrieval.backends): Qdrant's MAX_SIM scores every document
+    backend_name = "qdrant"
+    updatable, commits, exact_search_available, always_exact = True, False, True, True
 
     def __init__(
         self,
@@ -496,6 +499,55 @@ class QdrantIndex(Base):
         metadata = getattr(info.config, "metadata", None) or {}
         record = metadata.get(METADATA_KEY)
         return record if isinstance(record, dict) else None
+
+    # ------------------------------------------------------------------------------ the IndexBackend contract
+    @classmethod
+    def open_for_searcher(
+        cls, folder: Path, *, signature, embedding_size: int, override: bool, read_only: bool, show_progress,
+        url: str | None, api_key: str | None, settings: dict,
+    ) -> QdrantIndex:  # fmt: skip
+        """Embedded at ``folder``, or the collection named ``folder`` on the server ``url``; a searcher's
+        ``qdrant_batch_size`` setting is this class's ``batch_size``."""
+        settings = dict(settings)
+        if "qdrant_batch_size" in settings:
+            settings["batch_size"] = settings.pop("qdrant_batch_size")
+        folder = Path(folder)
+        if url is None:
+            return cls(str(folder.parent), folder.name, override=override, model=signature, api_key=api_key, **settings)
+        return cls(index_name=str(folder), override=override, model=signature, url=url, api_key=api_key, **settings)
+
+    @classmethod
+    def build_for_searcher(cls, folder, ids, vectors, payloads, **kwargs) -> QdrantIndex:
+        raise ColbertAzError("a Qdrant index is written with write_entries, not built once")
+
+    def write_entries(self, ids: list[str], vectors, payloads: list[dict], *, upsert: bool, stale: list[str]) -> None:
+        """Add (or replace) entries, then remove the ``stale`` ones: never a moment without the document."""
+        self.add_documents(ids, vectors, upsert=upsert, payloads=payloads)
+        if stale:
+            self.remove_documents(stale)
+
+    def batch(self) -> contextlib.AbstractContextManager:
+        """No commits to group: each write is visible when it returns (see docs/qdrant.md)."""
+        return contextlib.nullcontext(self)
+
+    def rank(self, queries_embeddings, k: int, *, exact: bool | None = None, k_token: int = 256, subset=None):
+        """Exact MaxSim over every document, whatever ``exact`` says (Qdrant's multivector ``MAX_SIM``)."""
+        return self.search(queries_embeddings, k=k, subset=subset)
+
+    def passage_count(self) -> int:
+        return self.count("document")  # a passage's payload names its document
+
+    def document_count(self) -> int:
+        passages = self.count("document")
+        if not passages:
+            return len(self)
+        return self.count() - passages + self.count("passage", 0)
+
+    def commit_state(self) -> None:
+        return None
+
+    def refresh(self) -> QdrantIndex:
+        return self
 
     def close(self) -> None:
         """Release the embedded folder (or the server connection); also done when the object is collected."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
+from colbert_az_pylate.retrieval.backends import BACKENDS, backend_class
 from colbert_az_pylate.retrieval.folders import check_backend, detect_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import (
@@ -31,9 +31,8 @@ from colbert_az_pylate.retrieval.passages import (
     passage_id,
 )
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
-from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 from colbert_az_pylate.retrieval.pooling import pool_document_tokens
-from colbert_az_pylate.retrieval.voyager_index import ModelSignature, VoyagerIndex
+from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 from colbert_az_pylate.scores import packed_maxsim_scores
 
 
@@ -243,20 +242,6 @@ def _resolve_model(model, encoder: str = "torch", quantize: str | None = None):
     return model, None
 
 
-def _open_qdrant(folder: Path, url, api_key, override: bool, signature, settings: dict):
-    """The :class:`QdrantIndex` of a Searcher: embedded at ``folder``, or the collection ``folder`` on ``url``."""
-    from colbert_az_pylate.retrieval.qdrant_index import QdrantIndex
-
-    settings = dict(settings)
-    if "qdrant_batch_size" in settings:
-        settings["batch_size"] = settings.pop("qdrant_batch_size")
-    if url is None:
-        return QdrantIndex(
-            str(folder.parent), folder.name, override=override, model=signature, api_key=api_key, **settings
-        )
-    return QdrantIndex(index_name=str(folder), override=override, model=signature, url=url, api_key=api_key, **settings)
-
-
 def _check_index_folder(name: str | Path, writable: bool) -> None:
     """Refuse, before anything is loaded or created, an index folder that is a file or cannot be created."""
     if not str(name).strip():
@@ -374,22 +359,18 @@ class Searcher:
         self.index_settings = index_settings
         self.passage_report: PassageReport | None = None  # what the last index()/add() split
         self.url = url
-        if backend == "qdrant":
-            self.index_store = _open_qdrant(self.folder, url, api_key, override, self.signature, index_settings)
-            return
-        if backend == "plaid":
-            exists = (self.folder / PLAID_MANIFEST).exists() and not override
-            self.index_store = PlaidIndex(self.folder, model=self.signature, **index_settings) if exists else None
-            return
-        self.index_store = VoyagerIndex(
-            str(self.folder.parent),
-            self.folder.name,
-            override=override,
+        self.backend_type = backend_class(backend)  # what the index can do: see retrieval.backends
+        self.backend_title = BACKENDS[backend].title
+        self.index_store = self.backend_type.open_for_searcher(
+            self.folder,
+            signature=self.signature,
             embedding_size=self.embedding_size,
-            model=self.signature,
+            override=override,
             read_only=read_only,
             show_progress=show_progress_bar,
-            **index_settings,
+            url=url,
+            api_key=api_key,
+            settings=index_settings,
         )
 
     @classmethod
@@ -631,7 +612,7 @@ class Searcher:
 
     def _check_addable(self, ids: list[str], upsert: bool) -> None:
         """Refuse, before any work, ids already indexed (without upsert) and additions to a built PLAID index."""
-        if self.backend in ("voyager", "qdrant") and not upsert:
+        if self.backend_type.updatable and not upsert:
             present = [doc_id for doc_id in ids if self._has_document(doc_id)]
             if present:
                 raise InvalidArgumentError(
@@ -639,20 +620,20 @@ class Searcher:
                     "upsert=True (--upsert on the command line) to replace them, or override=True (--override) to "
                     "start afresh"
                 )
-        if self.backend == "plaid" and self.index_store is not None:
+        if not self.backend_type.updatable and self.index_store is not None:
             raise ColbertAzError(
-                f"the PLAID index at {self.folder} is built once; rebuild it with override=True (--override)"
+                f"the {self.backend_title} index at {self.folder} is built once; rebuild it with override=True "
+                "(--override)"
             )
 
     def _store(self, entries, ids, upsert: bool, commit_every: int, vectors_of) -> Searcher:
         """Write per-document ``entries`` to the index in commits of ``commit_every`` documents; ``vectors_of``
         gives the token vectors of a list of entries (encoded now, or read from shards)."""
-        if self.backend == "plaid":
-            return self._build_plaid([entry for document in entries for entry in document], vectors_of)
+        if not self.backend_type.updatable:
+            return self._build_once([entry for document in entries for entry in document], vectors_of)
         steps = range(0, len(entries), commit_every)
-        # Voyager with override=True: the old index is replaced only when all is added (Qdrant: no batch, see docs)
-        batch = self.index_store.batch() if self.backend == "voyager" else contextlib.nullcontext()
-        with batch:
+        # with override=True, an index with commits replaces the old one only when all is added (Qdrant: see docs)
+        with self.index_store.batch():
             for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
                 chunk = [entry for document in entries[start : start + commit_every] for entry in document]
                 stale = []
@@ -660,12 +641,13 @@ class Searcher:
                     fresh = {entry_id for entry_id, _, _ in chunk}
                     for doc_id in ids[start : start + commit_every]:
                         stale.extend(e for e in self._stored_entries(doc_id) if e not in fresh)
-                added = {"upsert": upsert, "payloads": [payload for _, _, payload in chunk]}
-                if self.backend == "voyager":
-                    added["remove"] = stale  # in the same commit
-                self.index_store.add_documents([entry_id for entry_id, _, _ in chunk], vectors_of(chunk), **added)
-                if self.backend == "qdrant" and stale:  # after the new passages are in: never a missing document
-                    self.index_store.remove_documents(stale)
+                self.index_store.write_entries(
+                    [entry_id for entry_id, _, _ in chunk],
+                    vectors_of(chunk),
+                    [payload for _, _, payload in chunk],
+                    upsert=upsert,
+                    stale=stale,  # removed in the same commit, or after the new passages are in
+                )
         return self
 
     def _stored_entries(self, doc_id: str) -> list[str]:
@@ -694,24 +676,26 @@ class Searcher:
             number += 1
         return ids
 
-    def _build_plaid(self, entries: list[tuple[str, str, dict]], vectors_of) -> Searcher:
-        self.index_store = PlaidIndex.build(
+    def _build_once(self, entries: list[tuple[str, str, dict]], vectors_of) -> Searcher:
+        """Build an index that is written once (PLAID) from all its entries."""
+        self.index_store = self.backend_type.build_for_searcher(
             self.folder,
             [entry_id for entry_id, _, _ in entries],
             vectors_of(entries),
-            payloads=[payload for _, _, payload in entries],
-            model=self.signature,
+            [payload for _, _, payload in entries],
+            signature=self.signature,
             override=self.override,
             show_progress=bool(self._progress(len(entries))),
-            **self.index_settings,
+            settings=self.index_settings,
         )
         return self
 
     def add(self, documents: Sequence[str], ids: Sequence[str] | None = None, metadata=None, **kwargs) -> Searcher:
         """Add documents to a Voyager index (PLAID indexes are rebuilt instead); the arguments of :meth:`index`."""
-        if self.backend == "plaid" and self.index_store is not None:
+        if not self.backend_type.updatable and self.index_store is not None:
             raise ColbertAzError(
-                "PLAID indexes cannot be changed in place; rebuild with override=True (--override on the command line)"
+                f"{self.backend_title} indexes cannot be changed in place; rebuild with override=True "
+                "(--override on the command line)"
             )
         return self.index(documents, ids, metadata, **kwargs)
 
@@ -729,8 +713,10 @@ class Searcher:
         Searcher
             ``self`` (see the class example).
         """
-        if self.backend == "plaid":
-            raise ColbertAzError("PLAID indexes cannot be changed in place; rebuild without those documents")
+        if not self.backend_type.updatable:
+            raise ColbertAzError(
+                f"{self.backend_title} indexes cannot be changed in place; rebuild without those documents"
+            )
         if isinstance(ids, str):
             ids = [ids]
         if isinstance(ids, bytes) or not isinstance(ids, Iterable):
@@ -760,31 +746,16 @@ class Searcher:
     def _has_passages(self) -> bool:
         """Whether any entry of the index is a passage (cached per commit of the index)."""
         store = self.index_store
-        if self.backend == "qdrant":  # asked of Qdrant: a passage's payload names its document
-            return store.count("document") > 0
+        if store.updatable and not store.commits:  # another process may write at any moment: ask each time
+            return store.passage_count() > 0
         state = (id(store), getattr(store, "generation", None), len(store))
         if getattr(self, "_passages_at", None) != state:
-            self._any_passage = any(PASSAGE_SEPARATOR in entry_id for entry_id in self._entry_ids())
+            self._any_passage = store.passage_count() > 0
             self._passages_at = state
         return self._any_passage
 
-    def _entry_ids(self) -> Iterable[str]:
-        return self.index_store._positions.keys()  # live ids, both backends
-
     def _ranked(self, embeddings, k: int, exact: bool | None, k_token: int, subset) -> list[list[dict]]:
-        if self.backend == "qdrant":  # Qdrant's multivector MAX_SIM scores every document: always exact
-            return self.index_store.search(embeddings, k=k, subset=subset)
-        if self.backend == "plaid":
-            if exact:
-                raise InvalidArgumentError(
-                    "exact search (--exact) needs the Voyager backend (PLAID keeps compressed vectors only)"
-                )
-            return self.index_store.search(embeddings, k=k, subset=subset)
-        if exact is None:
-            exact = self.index_store.exact_is_faster
-        if exact:
-            return self.index_store.exact_search(embeddings, k=k, subset=subset)
-        return self.index_store.search(embeddings, k=k, k_token=k_token, subset=subset)
+        return self.index_store.rank(embeddings, k, exact=exact, k_token=k_token, subset=subset)
 
     def _documents_ranked(self, embeddings, k: int, exact: bool | None, k_token: int, subset) -> list[list[dict]]:
         """Top ``k`` documents per query, each at its best passage: passages are fetched until ``k`` documents."""
@@ -912,10 +883,7 @@ class Searcher:
             return 0
         if not self._has_passages():
             return len(self.index_store)
-        if self.backend == "qdrant":  # whole documents, plus the first passage of each split one
-            store = self.index_store
-            return store.count() - store.count("document") + store.count("passage", 0)
-        return sum(1 for entry in self._entry_ids() if (parse_passage_id(entry) or ("", 0))[1] == 0)
+        return self.index_store.document_count()  # a split document counts once
 
 
 def _looks_local(name: str) -> bool:

@@ -55,6 +55,7 @@ from colbert_az_pylate.retrieval.folders import (
 )
 from colbert_az_pylate.retrieval.folders import VOYAGER_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
+from colbert_az_pylate.retrieval.passages import count_entries
 from colbert_az_pylate.scores import maxsim_top_k, packed_maxsim_scores
 from colbert_az_pylate.signature import ModelSignature
 
@@ -219,6 +220,9 @@ class VoyagerIndex(Base):
     """
 
     is_end_to_end_index = False
+    # the IndexBackend contract (colbert_az_pylate.retrieval.backends): what this index can do
+    backend_name = "voyager"
+    updatable, commits, exact_search_available, always_exact = True, True, True, False
 
     def __init__(
         self,
@@ -959,6 +963,56 @@ class VoyagerIndex(Base):
                 self._forget_uncommitted()
                 raise
         return self
+
+    # ------------------------------------------------------------------------------ the IndexBackend contract
+    @classmethod
+    def open_for_searcher(
+        cls, folder: Path, *, signature, embedding_size: int, override: bool, read_only: bool, show_progress,
+        url: str | None, api_key: str | None, settings: dict,
+    ) -> VoyagerIndex:  # fmt: skip
+        """The index of a :class:`~colbert_az_pylate.retrieval.searcher.Searcher` (see :class:`IndexBackend`)."""
+        folder = Path(folder)
+        return cls(
+            str(folder.parent),
+            folder.name,
+            override=override,
+            embedding_size=embedding_size,
+            model=signature,
+            read_only=read_only,
+            show_progress=show_progress,
+            **settings,
+        )
+
+    @classmethod
+    def build_for_searcher(cls, folder, ids, vectors, payloads, **kwargs) -> VoyagerIndex:
+        raise ColbertAzError("a Voyager index is written with write_entries, not built once")
+
+    def write_entries(self, ids: list[str], vectors, payloads: list[dict], *, upsert: bool, stale: list[str]) -> None:
+        """Add (or replace) entries and remove the ``stale`` ones in one commit."""
+        self.add_documents(ids, vectors, payloads=payloads, upsert=upsert, remove=stale)
+
+    def rank(self, queries_embeddings, k: int, *, exact: bool | None = None, k_token: int = 256, subset=None):
+        """Top ``k`` entries per query: exact MaxSim over every stored vector (``exact``, or ``None`` on a store
+        small enough for it to be faster, :attr:`exact_is_faster`), else the graph and an exact rerank."""
+        if exact is None:
+            exact = self.exact_is_faster
+        if exact:
+            return self.exact_search(queries_embeddings, k=k, subset=subset)
+        return self.search(queries_embeddings, k=k, k_token=k_token, subset=subset)
+
+    def passage_count(self) -> int:
+        return count_entries(self._positions)[0]
+
+    def document_count(self) -> int:
+        return count_entries(self._positions)[1]
+
+    def commit_state(self) -> tuple | None:
+        """The manifest's inode, mtime and size: it changes with every commit of any process (one ``stat``)."""
+        try:
+            stat = os.stat(self.path / MANIFEST)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def close(self) -> None:
         """Release the writer lock and open files (also released when the object is collected or the process ends).

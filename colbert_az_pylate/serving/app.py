@@ -187,20 +187,22 @@ class _Service:
         store = searcher.index_store
         self.writer = copy.copy(searcher) if writable else None
         self.reader = copy.copy(searcher)
-        if self.backend == "voyager":
-            from colbert_az_pylate.retrieval.voyager_index import VoyagerIndex
-
+        self.commits = bool(store is not None and store.commits)  # readers see a commit after a refresh
+        if self.commits:
             if writable:  # a read-only view: searches read committed state and never wait for a write
-                self.reader.index_store = VoyagerIndex(
-                    str(self.folder.parent),
-                    self.folder.name,
+                self.reader.index_store = type(store).open_for_searcher(
+                    self.folder,
+                    signature=searcher.signature,
                     embedding_size=searcher.embedding_size,
-                    model=searcher.signature,
+                    override=False,
                     read_only=True,
+                    show_progress=False,
+                    url=None,
+                    api_key=None,
+                    settings={},
                 )
-            self.manifest = self.folder / "manifest.json"
-            self.seen = self._manifest_state()
-        self.shared_store = writable and self.reader.index_store is store and self.backend != "voyager"
+            self.seen = self._commit_state()
+        self.shared_store = writable and self.reader.index_store is store and not self.commits
         self.reader.encode_queries = self._embeddings_of_this_request  # the batcher encoded them already
         model = self.reader.model
         self.query_length = int(getattr(model, "query_length", 32) or 32)
@@ -280,23 +282,19 @@ class _Service:
         return self.local.embeddings
 
     # -- reading
-    def _manifest_state(self) -> tuple | None:
-        try:
-            stat = os.stat(self.manifest)
-        except OSError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+    def _commit_state(self):
+        return self.reader.index_store.commit_state()
 
     def stale(self) -> bool:
         """Whether a commit was made since the searches' view was refreshed (one ``stat``, no lock)."""
-        return self.backend == "voyager" and self._manifest_state() != self.seen
+        return self.commits and self._commit_state() != self.seen
 
     def refresh(self) -> None:
         """Move the searches' view to the latest commit, alone (they wait, briefly); cheap when nothing changed."""
         if not self.stale():
             return
         with self.refresh_lock:  # one refresher; the others find it done
-            state = self._manifest_state()
+            state = self._commit_state()
             if state == self.seen:
                 return
             with self.index_lock.write():
@@ -310,13 +308,13 @@ class _Service:
         process's commit (Voyager), or once a second (other backends, which say nothing of their commits)."""
         if self.refreshing:
             return
-        if not (self.stale() if self.backend == "voyager" else time.monotonic() - self.counted_at > 1.0):
+        if not (self.stale() if self.commits else time.monotonic() - self.counted_at > 1.0):
             return
         self.refreshing = True
 
         def run() -> None:
             try:
-                if self.backend == "voyager":
+                if self.commits:
                     self.refresh()
                 else:
                     with self.index_lock.read():
@@ -370,7 +368,7 @@ class _Service:
         if self.compacting:
             raise ClientError(409, "the index is being compacted; retry in a moment", {"Retry-After": "1"})
         with self.write_lock:
-            if self.writer.backend == "voyager":
+            if self.commits:
                 self.writer.index_store.refresh()  # nothing else writes, but be exact about what we replace
             try:
                 action(self.writer)  # encodes in chunks behind queries; a shared store's commit excludes searches
@@ -385,7 +383,7 @@ class _Service:
     def compact(self) -> int | None:
         if self.writer is None:
             raise ClientError(403, "this server is read-only; writes need a single-worker server started with a key")
-        if self.backend != "voyager":
+        if not callable(getattr(self.writer.index_store, "compact", None)):
             raise ClientError(400, f"compaction is for Voyager indexes; this one is {self.backend}")
         if not self.write_lock.acquire(blocking=False):
             raise ClientError(409, "a write is in progress; retry the compaction in a moment", {"Retry-After": "1"})
@@ -875,7 +873,7 @@ def create_app(
         check_count(search_threads, "search_threads")
     hosts = AllowedHosts(allowed_hosts)
     key = api_key.strip().encode() if api_key else None
-    store_writable = searcher.backend != "plaid" and not getattr(searcher.index_store, "read_only", False)
+    store_writable = searcher.backend_type.updatable and not getattr(searcher.index_store, "read_only", False)
     writable = store_writable and not read_only and (key is not None or allow_unauthenticated_writes)
     service = _Service(
         searcher,
