@@ -17,3 +17,19 @@ def _tiny_checkpoint_builder(doctest_namespace):
     from tiny_checkpoints import build_checkpoint
 
     doctest_namespace["build_checkpoint"] = build_checkpoint
+
+
+# Doctests over about 5 s on 2 cores (measured with --durations): marked slow like the tests, so that
+# `pytest -m "not slow"` leaves them out.
+SLOW_DOCTESTS = {
+    "colbert_az_pylate.conversion.verification.verify",
+    "colbert_az_pylate.encoders.export.export_model",
+    "colbert_az_pylate.encoders.parity.verify_encoder",
+    "colbert_az_pylate.encoders.runtime.use_exported_encoder",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name in SLOW_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

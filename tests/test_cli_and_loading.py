@@ -23,6 +23,7 @@ def test_help_lists_convert_and_verify():
     assert done.returncode == 0 and "convert" in done.stdout and "verify" in done.stdout
 
 
+@pytest.mark.slow
 def test_convert_prints_json_with_parity_figures(checkpoints, tmp_path, probes):
     probe_file = tmp_path / "probes.txt"
     probe_file.write_text("\n".join(text.replace("\n", " ") for text in probes[:20]), encoding="utf-8")
@@ -33,6 +34,7 @@ def test_convert_prints_json_with_parity_figures(checkpoints, tmp_path, probes):
     assert any(fix.startswith("first word") for fix in report["fixes"])
 
 
+@pytest.mark.slow
 def test_verify_prints_a_human_summary(converted, tmp_path, capsys):
     probe_file = tmp_path / "probes.txt"
     probe_file.write_text("Bakı\nAzərbaycan mədəniyyəti\n", encoding="utf-8")
@@ -59,6 +61,7 @@ def test_existing_output_exits_2(converted, checkpoints, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_load_converts_a_raw_checkpoint_once_into_the_cache(checkpoints, tmp_path, monkeypatch):
     import colbert_az_pylate.loading as loading
 
@@ -78,6 +81,7 @@ def test_load_reads_a_converted_folder_directly(converted):
     assert vectors[0].shape == (32, converted["gemma"][1].embedding_dim)
 
 
+@pytest.mark.slow
 def test_readme_convert_and_verify_work_with_relative_paths_from_another_working_directory(checkpoints, tmp_path):
     import shutil
 

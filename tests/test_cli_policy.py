@@ -49,6 +49,7 @@ def test_help_and_argument_errors_do_not_import_torch():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_package_import_is_lazy_but_complete():
     code = "import sys, colbert_az_pylate as c; print('torch' in sys.modules); print(callable(c.load), c.convert)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -97,6 +98,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_json_commands_print_nothing_but_json(converted, tmp_path):
     """No third-party progress bars, log lines or warnings on stderr; stdout parses as JSON."""
     corpus = tmp_path / "corpus.jsonl"

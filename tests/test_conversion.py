@@ -68,6 +68,7 @@ PYLATE_PROBE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gemma", "wordpiece"])
 def test_plain_pylate_loads_the_output_with_the_reference_settings(converted, family):
     folder, report = converted[family]
@@ -116,6 +117,7 @@ def test_output_keeps_the_colbert_az_layout_and_adds_the_pylate_files(converted)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
+@pytest.mark.slow
 def test_stock_pylate_on_the_raw_checkpoint_differs_from_the_reference(checkpoints, probes):
     """The problem this package exists for: pylate on the raw folder scores differently."""
     from colbert_az_pylate.conversion.verification import run_pylate_worker
@@ -133,6 +135,7 @@ def test_existing_output_is_refused_without_overwrite(checkpoints, converted, pr
         convert(checkpoints["wordpiece"], folder, probes=probes)
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_output(checkpoints, tmp_path, probes):
     output = tmp_path / "out"
     output.mkdir()
@@ -161,6 +164,7 @@ def test_overwrite_never_replaces_what_is_not_a_model_output(checkpoints, tmp_pa
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_nothing_behind(checkpoints, tmp_path, probes, monkeypatch):
     import colbert_az_pylate.conversion.converter as conversion
 
@@ -174,6 +178,7 @@ def test_failed_verification_leaves_nothing_behind(checkpoints, tmp_path, probes
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_force_writes_an_output_that_failed_verification(checkpoints, tmp_path, probes, monkeypatch):
     import colbert_az_pylate.conversion.converter as conversion
 
@@ -183,6 +188,7 @@ def test_force_writes_an_output_that_failed_verification(checkpoints, tmp_path, 
     assert not report.parity.passed and (tmp_path / "out" / "modules.json").is_file()
 
 
+@pytest.mark.slow
 def test_bfloat16_config_is_pinned_to_float32_so_pylate_computes_like_the_reference(checkpoints, tmp_path, probes):
     import shutil
 
@@ -255,6 +261,7 @@ def _wait_gone(pid: int, seconds: float = 20) -> bool:
 needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the worker through /proc")
 
 
+@pytest.mark.slow
 @needs_proc
 def test_sigkill_during_convert_kills_the_worker_and_the_next_run_removes_the_leftovers(
     checkpoints, tmp_path, monkeypatch
@@ -280,6 +287,7 @@ def test_sigkill_during_convert_kills_the_worker_and_the_next_run_removes_the_le
     assert list(system_tmp.iterdir()) == []
 
 
+@pytest.mark.slow
 @needs_proc
 def test_ctrl_c_during_convert_exits_130_with_one_line_and_keeps_nothing(checkpoints, tmp_path):
     import signal

@@ -50,6 +50,7 @@ def standin(tmp_path_factory) -> Path:
     return root / "model"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["onnx", "openvino"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_float32_graphs_match_torch_within_1e5_for_every_tokenizer_family(converted, tmp_path, family, encoder, probes):
@@ -103,6 +104,7 @@ def test_an_index_built_with_torch_is_searched_with_an_exported_encoder(exported
             assert np.allclose([s for _, s in ours], [s for _, s in theirs], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_weights_and_bf16_keep_top10_agreement_of_095_on_the_standin(standin, az_mirage):
     report = verify_encoder(standin, "openvino", "int8", dataset=az_mirage, limit=200)
     assert report.passed, report.summary()
@@ -112,6 +114,7 @@ def test_int8_weights_and_bf16_keep_top10_agreement_of_095_on_the_standin(standi
     assert bf16.passed and bf16.min_top10_agreement == 0.95, bf16.summary()
 
 
+@pytest.mark.slow
 def test_export_writes_beside_the_pylate_files_and_the_folder_still_loads_in_plain_pylate(checkpoints, tmp_path):
     workdir = tmp_path / "work"
     shutil.copytree(checkpoints["gemma"], workdir / "colbert-az")
@@ -158,6 +161,7 @@ def test_export_is_kept_when_current_and_an_existing_output_is_not_replaced(expo
     assert (tmp_path / "taken" / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
+@pytest.mark.slow
 def test_a_load_with_a_raw_checkpoint_exports_into_the_cache_once(checkpoints, tmp_path):
     from colbert_az_pylate.loading import is_complete
 
@@ -329,6 +333,7 @@ def test_a_failed_attach_leaves_the_torch_models_signature_following_its_weights
     assert ModelSignature.of_model(model).fingerprint != before
 
 
+@pytest.mark.slow
 def test_export_json_prints_json_only_and_nothing_on_stderr(converted, tmp_path):
     folder = _copy(converted, "wordpiece", tmp_path / "model")
     done = subprocess.run(

@@ -153,6 +153,7 @@ def test_the_query_graph_is_exported_once_and_kept(query_exported):
     assert (query_exported / EXPORT_FOLDER / RECORD_FILE).read_text(encoding="utf-8") == before
 
 
+@pytest.mark.slow
 def test_int8_query_is_openvinos_and_verify_reports_its_budget(query_exported, capsys):
     with pytest.raises(InvalidArgumentError, match="static int8 query graph is OpenVINO's"):
         load(query_exported, encoder="onnx", quantize="int8-query")
@@ -171,6 +172,7 @@ def test_verify_exits_1_when_the_query_graph_is_out_of_budget(query_exported, mo
     assert "FAILED: top-10 agreement" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_query_graph_keeps_top10_agreement_of_095_on_the_standin(tmp_path, az_mirage):
     from colbert_az_pylate import convert
     from colbert_az_pylate.standin import build_minilm_standin

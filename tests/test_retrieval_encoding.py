@@ -62,6 +62,7 @@ def _bad(argv: list[str], capsys) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_shards_from_two_torchrun_processes_equal_shards_from_one(models, corpus_file, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     arguments = ["encode", models["model"], corpus_file, "--shard-size", "3", "--batch-size", "2", "--json"]
@@ -190,6 +191,7 @@ def test_encoding_into_a_folder_of_another_corpus_or_setting_is_refused(models, 
     assert len(EncodedCorpus.open(out)) == 1  # the first encoding is untouched
 
 
+@pytest.mark.slow
 def test_a_rerun_after_a_real_sigkill_skips_finished_shards_and_ends_as_an_uninterrupted_run(models, tmp_path, capsys):
     import signal
     import time

@@ -264,6 +264,7 @@ def _check_whole_batches(folder: Path) -> int:
 
 
 # os.replace calls per commit: docs, ids, graph, manifest; the first commit creates the empty index.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "at"),
     [("before-rename", 2), ("before-rename", 8), ("before-rename", 10), ("before-rename", 16), ("after-commit", 0)],
@@ -279,6 +280,7 @@ def test_a_writer_killed_at_each_commit_phase_leaves_the_last_commit(tmp_path, m
     assert found == (committed + 1 if mode == "after-commit" else committed)
 
 
+@pytest.mark.slow
 def test_a_writer_killed_at_random_moments_never_loses_committed_batches(tmp_path):
     for delay in (1.5, 2.3, 3.1):
         writer = subprocess.Popen(
@@ -309,6 +311,7 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_readers_search_while_a_third_process_adds(tmp_path):
     seed = VoyagerIndex(str(tmp_path), "idx", embedding_size=16)
     seed.add_documents(["seed"], [np.ones((3, 16), np.float32)])
@@ -541,6 +544,7 @@ def _plaid(folder: Path, count: int = 40, prefix: str = "d", **kwargs):
     return PlaidIndex.build(folder, ids, random_documents(count, seed=len(prefix)), show_progress=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_plaid_rebuild_keeps_the_old_index_on_a_bad_corpus_and_never_deletes_unrelated_files(tmp_path):
     from colbert_az_pylate.retrieval.plaid_index import PlaidIndex
 
@@ -573,6 +577,7 @@ def test_plaid_same_size_edit_of_any_file_is_refused(tmp_path):
         PlaidIndex(folder)
 
 
+@pytest.mark.slow
 def test_plaid_refuses_other_folders_and_a_killed_build_is_not_a_lost_index(tmp_path, index):
     from colbert_az_pylate.retrieval.folders import index_backend
 
@@ -596,6 +601,7 @@ def test_plaid_refuses_other_folders_and_a_killed_build_is_not_a_lost_index(tmp_
         _plaid(lost, override=True)
 
 
+@pytest.mark.slow
 def test_plaid_reads_indexes_of_format_1(tmp_path):
     from colbert_az_pylate.retrieval.plaid_index import MANIFEST, PlaidIndex
 

@@ -145,6 +145,7 @@ def test_an_index_of_short_documents_is_stored_as_before_passages_existed(gemma_
     assert plain.search(CORPUS[0], k=1)[0].span == (0, len(CORPUS[0]))
 
 
+@pytest.mark.slow
 def test_plaid_indexes_long_documents_as_passages(gemma_model, tmp_path):
     plaid = Searcher(gemma_model, tmp_path / "plaid", backend="plaid", show_progress_bar=False)
     plaid.index([long_document(), *SHORT.values()], ids=["long", *SHORT])

@@ -213,6 +213,7 @@ def test_folders_that_are_not_qdrant_indexes_are_refused(tmp_path):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_two_objects_of_one_process_share_the_folder_and_another_process_is_refused(tmp_path):
     first = QdrantIndex(tmp_path, "q", embedding_size=DIM).add_documents(["a"], _documents(1))
     second = QdrantIndex(tmp_path, "q", embedding_size=DIM)

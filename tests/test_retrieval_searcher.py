@@ -174,6 +174,7 @@ def test_index_command_pools_document_tokens_on_request(gemma_model, tmp_path, c
     assert "--pool-factor must be a whole number >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
     assert main(["demo", "-k", "1"]) == 0
     output = capsys.readouterr().out
@@ -182,6 +183,7 @@ def test_demo_runs_offline_on_the_stand_in_and_ranks_the_right_passages(capsys):
     assert tops == ["baki", "hacibeyli", "bazarduzu", "qobustan", "emek_mecellesi"]
 
 
+@pytest.mark.slow
 def test_plaid_backend_indexes_searches_and_refuses_in_place_changes(gemma_model, tmp_path):
     ids = [f"doc{(7 * i) % len(CORPUS)}" for i in range(len(CORPUS))]  # not the positions: a shifted id fails
     plaid = Searcher(gemma_model, tmp_path / "plaid", backend="plaid", show_progress_bar=False)

@@ -514,6 +514,7 @@ def test_serve_refuses_bad_settings_in_one_line_before_loading_anything(tmp_path
     assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_served_index_keeps_its_last_commit_after_sigkill_during_a_write(model_folder, model, tmp_path):
     """The real command in a subprocess: killed with SIGKILL while a write is in flight, restarted, every
     acknowledged document is there and the index opens."""

@@ -292,6 +292,7 @@ def test_embedding_requests_beyond_their_cost_or_answer_size_are_refused_naming_
     assert keyless.client.post("/v1/embeddings", json={"input": texts[:1], "is_query": False}).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_search_answer_beyond_the_response_limit_is_refused_and_the_server_keeps_serving(writable):
     long_text = "Göygöl milli parkı " * 400  # about 7.6 KB per hit
     docs = [{"id": f"long-{n}", "text": long_text + str(n)} for n in range(8)]
@@ -535,6 +536,7 @@ def test_serve_url_names_a_qdrant_collection_and_an_unreachable_server_is_one_li
 
 
 # ------------------------------------------------------------------------------------------------ scale-out
+@pytest.mark.slow
 def test_two_worker_processes_answer_every_request_of_concurrent_clients_correctly(model, tmp_path):
     """The real command with ``--workers 2`` (each worker its own model and read-only view of the index): eight
     clients at once, every answer the in-process Searcher's."""
@@ -606,6 +608,7 @@ def test_two_worker_processes_answer_every_request_of_concurrent_clients_correct
         process.stderr.close()
 
 
+@pytest.mark.slow
 def test_a_server_whose_stderr_nobody_reads_keeps_answering_and_its_log_is_not_lost(model, tmp_path):
     """The access log goes through a writer thread: with stderr a pipe that nobody reads (it fills at 64 KiB, about
     600 access lines), requests are still answered; once the pipe is read, every line is there."""

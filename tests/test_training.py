@@ -55,6 +55,7 @@ def test_documents_padded_to_the_longest_give_the_loss_of_max_length_padding(con
     assert torch.allclose(max_length_loss, longest_loss, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_short_run_saves_checkpoints_that_plain_pylate_and_the_reference_agree_on(converted, tmp_path):
     model = load(converted["wordpiece"][0], device="cpu")
     before = model[1].linear.weight.detach().clone()
@@ -95,6 +96,7 @@ def test_training_runs_on_the_lazy_id_dataset_with_held_out_triplets(converted, 
     assert not torch.equal(before, model[1].linear.weight.detach())
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_finishes_where_the_uninterrupted_run_ends(converted, tmp_path):
     recipe = Recipe(per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, bf16=False)
     settings = {"recipe": recipe, "max_steps": 4, "save_steps": 2, "use_cpu": True}
@@ -123,6 +125,7 @@ def test_rows_with_non_finite_scores_or_empty_texts_are_refused(converted, tmp_p
 RECIPE = Recipe(per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, bf16=False)
 
 
+@pytest.mark.slow
 def test_train_refuses_a_non_empty_output_unless_overwrite_and_never_the_models_own_folder(converted, tmp_path):
     folder = converted["wordpiece"][0]
     model = load(folder, device="cpu")
@@ -176,6 +179,7 @@ def test_ctrl_c_while_saving_a_checkpoint_leaves_no_unfinished_checkpoint(conver
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_saving_the_final_model_leaves_no_half_written_output(converted, tmp_path, monkeypatch):
     _interrupt_on_save(monkeypatch, call=2)  # checkpoint-2 is written whole; the final save is interrupted
     with pytest.raises(KeyboardInterrupt):
@@ -190,6 +194,7 @@ def test_ctrl_c_while_saving_the_final_model_leaves_no_half_written_output(conve
     assert verify(tmp_path / "out", probes=["Bakı"]).passed
 
 
+@pytest.mark.slow
 def test_the_readme_python_training_snippet_runs_on_a_small_source(checkpoints, tmp_path, monkeypatch):
     """The README's Train snippet as written, from a folder holding ./colbert-az and a small ./data/books."""
     from test_training_sources import write_books_folder

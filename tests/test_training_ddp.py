@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from colbert_az_pylate import load
@@ -19,6 +20,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_with_ddp_on_the_cpu_and_save_a_converted_folder(converted, tmp_path):
     script = Path(__file__).with_name("ddp_train_script.py")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",

@@ -13,6 +13,7 @@ from colbert_az_pylate.errors import ParityError
 from colbert_az_pylate.scores import maxsim_scores
 
 
+@pytest.mark.slow
 def test_verification_reports_text_position_and_tokens_when_the_fix_is_removed(converted, tmp_path, probes):
     folder = shutil.copytree(converted["gemma"][0], tmp_path / "broken")
     tokenizer_json = json.loads((folder / "tokenizer.json").read_text())
@@ -25,6 +26,7 @@ def test_verification_reports_text_position_and_tokens_when_the_fix_is_removed(c
         verify(folder, probes=probes[:5], raise_on_failure=True)
 
 
+@pytest.mark.slow
 def test_verification_of_a_good_folder_against_itself_passes(converted, probes):
     report = verify(converted["bytelevel"][0], probes=probes[:10])
     assert report.passed and report.card_code_mismatches == []
