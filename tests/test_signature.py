@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from extras import require_extra
 from safetensors.torch import load_file, save_file
 from tiny_checkpoints import build_checkpoint
 
@@ -124,7 +125,7 @@ def test_a_version_1_index_is_accepted_with_one_warning_line_and_refused_when_it
 
 
 def test_the_old_exported_graph_is_not_reused_by_the_changed_model(original, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_extra("onnxruntime", "onnx")
     from colbert_az_pylate.encoders import export_encoder
     from colbert_az_pylate.encoders.export import read_export_record
 
@@ -147,7 +148,7 @@ def test_the_old_exported_graph_is_not_reused_by_the_changed_model(original, tmp
 
 
 def test_a_version_1_export_record_is_never_trusted(original, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_extra("onnxruntime", "onnx")
     from colbert_az_pylate.encoders import export_encoder, use_exported_encoder
     from colbert_az_pylate.encoders.export import EXPORT_FOLDER, RECORD_FILE, read_export_record
 
