@@ -660,10 +660,20 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_quantize(args: argparse.Namespace) -> None:
+    """``--quantize`` needs an exported encoder: refused, not ignored, on torch (every command that has both)."""
+    if getattr(args, "quantize", None) and getattr(args, "encoder", None) == "torch":
+        raise InvalidArgumentError(
+            f"--quantize {args.quantize} needs --encoder openvino (--encoder onnx runs float32 only); "
+            "without --encoder, torch runs float32 as is"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``colbert-az`` command; returns its exit code (see the module docstring)."""
     try:
         args = build_parser().parse_args(argv)
+        _check_quantize(args)
         quiet_third_party()
         return args.handler(args)
     except ParityError as exc:
