@@ -1,7 +1,8 @@
 """The ``colbert-az`` command: convert, verify, export, evaluate, train, encode, index, search, demo, serve.
 
 Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
-failed, 2 bad input (one ``error:`` line saying what is wrong and what to do), 3 internal error (one line;
+failed, 2 bad input or the system's refusal (one ``error:`` line saying what is wrong and what to do: a read-only
+folder, a full disk, an output under a file, a port in use), 3 internal error (one line;
 ``COLBERT_AZ_DEBUG=1`` shows the traceback), 130 interrupted (Ctrl-C; nothing half-written is kept).
 Only the command that runs imports torch, so ``--help`` and argument errors are instant.
 """
@@ -15,7 +16,14 @@ import sys
 from collections.abc import Sequence
 
 from colbert_az_pylate.console import quiet_third_party
-from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, ParityError, check_count, first_line
+from colbert_az_pylate.errors import (
+    ColbertAzError,
+    InvalidArgumentError,
+    ParityError,
+    check_count,
+    first_line,
+    system_condition,
+)
 from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.serving.cli import add_serve_parser
 
@@ -691,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
+        situation = system_condition(exc)  # a read-only folder, a full disk, a port in use: not our bug
+        if situation is not None:
+            print(f"error: {situation}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(
             f"internal error: {type(exc).__name__}: {first_line(exc)} "
             f"(a bug in colbert-az-pylate; rerun with {DEBUG_ENV}=1 for the traceback and report it)",

@@ -11,7 +11,9 @@ and exits 2. Any other exception is a bug of ours: the CLI prints a short "inter
 
 from __future__ import annotations
 
+import errno
 import numbers
+import os
 
 
 class ColbertAzError(Exception):
@@ -74,6 +76,42 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+# errno -> what to do: an OS condition that is the user's situation (permissions, a full disk, a port in use),
+# not a bug of ours; anything else stays an internal error
+_SYSTEM_ADVICE = {
+    errno.EACCES: "make it writable (or readable) for this user, or choose another path",
+    errno.EPERM: "make it writable (or readable) for this user, or choose another path",
+    errno.EROFS: "choose a path on a writable file system",
+    errno.ENOSPC: "the disk is full; free some space or choose another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose another disk",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose a path under a folder",
+    errno.EISDIR: "it is a folder where a file was expected; choose another path",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
+    errno.EADDRINUSE: "another process holds it; stop that process or choose another --port",
+    errno.EADDRNOTAVAIL: "this machine has no such address; choose another --host",
+}
+
+
+def system_condition(exc: BaseException) -> str | None:
+    """One line for an OS condition the user can act on (a read-only folder, a full disk, a path under a file, a
+    port in use), naming the path and the OS reason and saying what to do; ``None`` for any other exception.
+
+    >>> system_condition(OSError(30, "Read-only file system", "/srv/index"))
+    'cannot use /srv/index: Read-only file system; choose a path on a writable file system'
+    >>> system_condition(ValueError("x")) is None
+    True
+    """
+    if not isinstance(exc, OSError):
+        return None
+    what = f"cannot use {exc.filename}" if exc.filename is not None else "the operating system refused"
+    reason = exc.strerror or first_line(exc)
+    if exc.errno == errno.EEXIST and exc.filename is not None and not os.path.isdir(exc.filename):
+        # mkdir(parents=True) of a path under a file: the file is in the way
+        return f"{what}: {exc.filename} exists and is not a folder; choose a path that is not under a file"
+    advice = _SYSTEM_ADVICE.get(exc.errno)
+    return None if advice is None else f"{what}: {reason}; {advice}"
 
 
 def check_count(value, name: str) -> int:

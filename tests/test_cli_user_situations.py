@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+
 import pytest
+from extras import require_extra
 
 from colbert_az_pylate import cli
 
@@ -26,3 +31,74 @@ def test_quantize_without_an_exported_encoder_is_refused_not_ignored(capsys, arg
     assert cli.main(argv) == cli.EXIT_BAD_INPUT
     line = _one_error_line(capsys)
     assert "--quantize" in line and "--encoder openvino" in line and "--encoder onnx" in line
+
+
+def _raising(monkeypatch, exc):
+    parser = cli.build_parser()
+    original = parser.parse_args
+
+    def parse(argv=None):
+        args = original(argv)
+
+        def handler(args):
+            raise exc
+
+        args.handler = handler
+        return args
+
+    monkeypatch.setattr(parser, "parse_args", parse)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+
+
+@pytest.mark.parametrize(
+    ("exc", "advice"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied", "/srv/index/.lock"), "writable"),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/index"), "writable file system"),
+        (OSError(errno.ENOSPC, "No space left on device", "/srv/index/graph.voy"), "free some space"),
+        (OSError(errno.EADDRINUSE, "Address already in use"), "--port"),
+    ],
+)
+def test_a_system_condition_is_bad_input_not_an_internal_error(monkeypatch, capsys, exc, advice):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    _raising(monkeypatch, exc)
+    assert cli.main(["demo"]) == cli.EXIT_BAD_INPUT
+    line = _one_error_line(capsys)
+    assert exc.strerror in line and advice in line and "internal error" not in line
+    if exc.filename:
+        assert exc.filename in line
+
+
+def test_an_output_under_a_file_is_bad_input(checkpoints, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    argv = ["convert", str(checkpoints["wordpiece"]), str(blocker / "model"), "--no-verify"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    line = _one_error_line(capsys)
+    assert str(blocker) in line and "not a folder" in line
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_bad_input(checkpoints, tmp_path, capsys):
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        assert cli.main(["convert", str(checkpoints["wordpiece"]), str(parent / "model"), "--no-verify"]) == 2
+    finally:
+        parent.chmod(0o755)
+    line = _one_error_line(capsys)
+    assert "Permission denied" in line and str(parent) in line
+
+
+def test_serve_on_a_port_in_use_is_refused_before_serving(tmp_path, capsys):
+    require_extra("uvicorn", "serve")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        code = cli.main(["serve", str(tmp_path), "--host", "127.0.0.1", "--port", str(port), "--read-only"])
+    assert code == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "serving" not in err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err

@@ -339,6 +339,34 @@ def _configure_logging() -> None:
     logger.propagate = False
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A one-line :class:`InvalidArgumentError` when ``host:port`` cannot be bound (in use, no such address).
+
+    >>> import socket
+    >>> with socket.socket() as held:
+    ...     held.bind(("127.0.0.1", 0)); held.listen()
+    ...     check_port_free("127.0.0.1", held.getsockname()[1])
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: cannot serve on 127.0.0.1:... (Address already in use); ...
+    """
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or first_line(exc)
+        raise InvalidArgumentError(
+            f"cannot serve on {host}:{port} ({reason}); stop what holds the port or choose another --port or --host"
+        ) from exc
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``colbert-az serve`` until interrupted."""
     settings = _settings(args)
@@ -348,6 +376,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(
             f'serve needs the [serve] extra: pip install "colbert-az-pylate[serve]" ({first_line(exc)})'
         ) from exc
+    check_port_free(args.host, args.port)  # before the model loads and "serving" is printed
     _configure_logging()
     mode = "read-write" if settings["writable"] else "read-only"
     if args.workers > 1 and not args.read_only and (settings["api_key_file"] or args.allow_unauthenticated_writes):
