@@ -144,3 +144,22 @@ def test_tsv_quotes_are_text_as_in_ms_marco_collections(tmp_path):
 def test_an_empty_corpus_name_or_one_column_for_ids_and_texts_is_refused(tmp_path, source, columns, message):
     with pytest.raises(InvalidArgumentError, match=message):
         read_corpus(source, **columns)
+
+
+def test_a_parquet_nan_is_a_missing_value_stored_as_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["Bakı", "Gəncə"], "score": [0.5, float("nan")]}), path)
+    corpus = read_corpus(path)
+    assert corpus.metadata == [{"score": 0.5}, {"score": None}]
+    json.dumps(corpus.metadata, allow_nan=False)  # what `search --json` prints is valid JSON
+
+
+def test_nan_metadata_is_refused_before_indexing(tmp_path):
+    from colbert_az_pylate.retrieval.searcher import check_metadata
+
+    corpus = read_corpus(write(tmp_path, "c.jsonl", '{"id": "a", "text": "Bakı", "score": NaN}\n'))
+    with pytest.raises(InvalidArgumentError, match=r"id 'a'.*NaN or infinity is not JSON \(use None"):
+        check_metadata(corpus.metadata, corpus.ids)

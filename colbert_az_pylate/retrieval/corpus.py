@@ -286,7 +286,10 @@ def _rows(columns: list[str], values: dict[str, list]) -> Iterator[tuple[str, di
 
 
 def _json_ready(value):
-    """Dates and times of a typed table as ISO text, so they can be stored as metadata."""
+    """Dates and times of a typed table as ISO text and a NaN (a missing value) as None, so they can be stored as
+    JSON metadata."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
     return value.isoformat() if isinstance(value, (datetime.date, datetime.time)) else value
 
 

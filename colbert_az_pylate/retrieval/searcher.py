@@ -157,10 +157,13 @@ def check_metadata(metadata, ids: Sequence[str]) -> list[dict] | None:
                 f"metadata of document {position} (id {doc_id!r}) is a {type(entry).__name__}, not a dict"
             )
         try:
-            json.dumps(entry, ensure_ascii=False)
+            json.dumps(entry, ensure_ascii=False, allow_nan=False)  # NaN would make `search --json` invalid JSON
         except (TypeError, ValueError, RecursionError) as exc:
+            reason = first_line(exc)
+            if reason.startswith("Out of range float"):
+                reason = "NaN or infinity is not JSON (use None for a missing value)"
             raise InvalidArgumentError(
-                f"metadata of document {position} (id {doc_id!r}) cannot be stored as JSON: {first_line(exc)}; "
+                f"metadata of document {position} (id {doc_id!r}) cannot be stored as JSON: {reason}; "
                 "use strings, numbers, booleans, None, lists and dicts"
             ) from exc
     return metadata
