@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from colbert_az_pylate.cli_arguments import add_encoder_arguments
 from colbert_az_pylate.console import quiet_third_party
 from colbert_az_pylate.errors import (
     ColbertAzError,
@@ -638,22 +639,6 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", help="AZ-MIRAGE dataset.json whose texts are added as extra probes (optional)")
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
-
-
-def add_encoder_arguments(parser: argparse.ArgumentParser, what: str = "what runs the model's backbone") -> None:
-    """``--encoder``/``--quantize`` (see :func:`colbert_az_pylate.load`), the same on every command that encodes."""
-    parser.add_argument(
-        "--encoder",
-        default="torch",
-        choices=["torch", "onnx", "openvino"],
-        help=f"{what}: torch (pylate as is, default), onnx (ONNX Runtime) or openvino; exported once if needed",
-    )
-    parser.add_argument(
-        "--quantize",
-        choices=["int8", "bf16", "int8-query"],
-        help="int8 weights, bfloat16 compute or int8-query (queries through a static int8 graph, documents float32) "
-        "(--encoder openvino; faster, see the README for the cost)",
-    )
 
 
 def _server_arguments(parser: argparse.ArgumentParser) -> None:

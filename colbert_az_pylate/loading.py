@@ -17,12 +17,12 @@ from colbert_az_pylate.conversion.checkpoint import (
     PROJECTION_FILE,
     WEIGHT_FILES,
     check_layout,
-    check_weights,
     is_converted,
+    open_converted,
     resolve_source,
 )
 from colbert_az_pylate.conversion.converter import convert
-from colbert_az_pylate.errors import CheckpointError, ColbertAzError, InvalidArgumentError, first_line
+from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError
 from colbert_az_pylate.files import atomic_write
 
 CACHE_ENV = "COLBERT_AZ_CACHE"
@@ -124,8 +124,8 @@ def is_complete(folder: Path) -> bool:
         return False
 
 
-def _pylate_model(folder: Path, device: str | None, kwargs: dict):
-    from pylate.models import ColBERT
+def _open_model(folder: Path, device: str | None, kwargs: dict):
+    from pylate.models import ColBERT  # heavy (sentence-transformers): only when a model is opened
 
     return ColBERT(str(folder), device=device, **kwargs)
 
@@ -220,13 +220,7 @@ def load(
         require_runtime(encoder)  # before any conversion work
     folder = resolve_source(source, revision)
     if is_converted(folder):
-        check_weights(folder)
-        try:
-            model = _pylate_model(folder, device, kwargs)
-        except (ColbertAzError, TypeError):
-            raise
-        except Exception as exc:  # a damaged or incompatible folder of the user's
-            raise CheckpointError(f"pylate cannot load {folder}: {first_line(exc)[:200]}") from exc
+        model = open_converted(folder, device, **kwargs)
         return _with_encoder(model, folder, encoder, quantize, threads, warm_up)
     check_layout(folder)
     target = Path(os.path.abspath(Path(cache_dir or default_cache_dir()).expanduser()))
@@ -235,11 +229,34 @@ def load(
         convert(folder, target, overwrite=target.exists())
         mark_complete(target)
     try:
-        model = _pylate_model(target, device, kwargs)
+        model = _open_model(target, device, kwargs)
     except (ColbertAzError, TypeError):
         raise
     except Exception:  # the cached conversion was damaged after it was recorded: build it again, once
         convert(folder, target, overwrite=True)
         mark_complete(target)
-        model = _pylate_model(target, device, kwargs)
+        model = _open_model(target, device, kwargs)
     return _with_encoder(model, target, encoder, quantize, threads, warm_up)
+
+
+def resolve_model(model, encoder: str = "torch", quantize: str | None = None):
+    """``(model, name)``: a loaded model as is (its name unknown: ``None``), or a folder or hub id loaded with
+    :func:`load` and named by its absolute path or its id (what an index records).
+
+    >>> model = object()                      # a loaded model stands as it is
+    >>> resolve_model(model)[0] is model, resolve_model(model)[1]
+    (True, None)
+    >>> resolve_model(model, encoder="onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: encoder=/quantize= (--encoder/--quantize) need the model's folder...
+    """
+    if isinstance(model, (str, Path)):
+        name = str(Path(model).resolve()) if Path(model).exists() else str(model)
+        return load(model, encoder=encoder, quantize=quantize), name
+    if encoder != "torch" or quantize is not None:
+        raise InvalidArgumentError(
+            "encoder=/quantize= (--encoder/--quantize) need the model's folder or hub id, not a loaded model; "
+            "or load it with colbert_az_pylate.load(path, encoder=...)"
+        )
+    return model, None

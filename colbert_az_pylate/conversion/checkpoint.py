@@ -178,6 +178,23 @@ def is_converted(folder: Path) -> bool:
     return all((folder / name).is_file() for name in CONVERTED_MARKER_FILES)
 
 
+def open_converted(folder: Path, device: str | None = None, **kwargs):
+    """A converted folder as ``pylate.models.ColBERT``, as is, after checking its weights; a folder pylate cannot
+    load is a one-line :class:`CheckpointError`. What :func:`colbert_az_pylate.load` does for a converted folder,
+    and what an export starts from."""
+    check_weights(folder)
+    from pylate.models import ColBERT  # heavy (sentence-transformers): only when a model is opened
+
+    try:
+        return ColBERT(str(folder), device=device, **kwargs)
+    except TypeError:
+        raise
+    except Exception as exc:  # a damaged or incompatible folder of the user's
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"pylate cannot load {folder}: {first_line(exc)[:200]}") from exc
+
+
 def hidden_size_of(folder: Path) -> int:
     """The backbone's hidden size, read from ``config.json`` (the text config of composite models too).
 

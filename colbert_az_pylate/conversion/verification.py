@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from colbert_az_pylate.conversion import pylate_worker
+import colbert_az_pylate.conversion.pylate_worker as pylate_worker
 from colbert_az_pylate.conversion.checkpoint import check_layout, is_converted, resolve_source
 from colbert_az_pylate.conversion.probes import probe_texts
 from colbert_az_pylate.conversion.staging import VERIFY_PREFIX, remove_stale_verify_folders

@@ -449,8 +449,7 @@ def calibration_texts() -> list[str]:
     True
     """
     from colbert_az_pylate.conversion.probes import packaged_probe_texts
-    from colbert_az_pylate.retrieval.corpus import demo_corpus_path
-    from colbert_az_pylate.retrieval.demo import SAMPLE_QUERIES
+    from colbert_az_pylate.retrieval.corpus import SAMPLE_QUERIES, demo_corpus_path
 
     texts = [*packaged_probe_texts()[:-1], *SAMPLE_QUERIES]  # not the joined text: a query keeps 32 tokens of it
     for line in demo_corpus_path().read_text(encoding="utf-8").splitlines():
@@ -547,8 +546,7 @@ def export_encoder(
     ...     sorted(record.graphs), files
     (['onnx'], ['export.json', 'model.onnx'])
     """
-    from colbert_az_pylate.conversion.checkpoint import is_converted
-    from colbert_az_pylate.loading import load
+    from colbert_az_pylate.conversion.checkpoint import is_converted, open_converted
 
     encoder, quantize = _check_exportable(encoder, quantize)
     step = on_step or (lambda message: None)
@@ -563,7 +561,7 @@ def export_encoder(
         raise OutputExistsError(f"{target} is a file; remove it to export")
     if model is None:
         step(f"loading {folder}")
-        model = load(folder, device="cpu")
+        model = open_converted(folder, device="cpu")
     fingerprint = ModelSignature.of_model(model).fingerprint
     target.mkdir(exist_ok=True)
     with exclusive_lock(target / LOCK_FILE):  # processes exporting at once (serve --workers) take turns
@@ -687,7 +685,9 @@ def export_model(
             staged = staging_folder(target)
             try:
                 skip = shutil.ignore_patterns(EXPORT_FOLDER, ".*")
+                mode = staged.stat().st_mode  # the umask's, not the source folder's (copytree copies that)
                 shutil.copytree(folder, staged, ignore=skip, dirs_exist_ok=True)
+                staged.chmod(mode)
                 replace_folder(staged, target, retired_name(target))
             finally:
                 shutil.rmtree(staged, ignore_errors=True)

@@ -11,7 +11,7 @@ import datetime
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,11 +20,108 @@ from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, firs
 from colbert_az_pylate.files import looks_like_local_path
 from colbert_az_pylate.retrieval.ids import check_document_ids
 
+# questions about the demo corpus: the demo's queries, also part of the int8 query graph's calibration texts
+SAMPLE_QUERIES = (
+    "Azərbaycanın paytaxtı hansı şəhərdir?",
+    "Leyli və Məcnun operasını kim yazıb?",
+    "Azərbaycanın ən yüksək dağ zirvəsi hansıdır?",
+    "Qayaüstü təsvirlər harada qorunur?",
+    "İşçiyə ildə neçə gün məzuniyyət verilir?",
+)
+
 _FILE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 # A name with one of these endings is a file the user meant, never a hub dataset id.
 _DATA_SUFFIXES = {*_FILE_FORMATS, ".ndjson", ".txt", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".arrow", ".xlsx"}
 _COLUMN_HINT = "pass id_column=/text_column= (--id-column/--text-column on the command line)"
 DEMO_CORPUS = "demo_corpus_az.jsonl"
+
+
+def check_documents(documents: Sequence[str]) -> list[str]:
+    """The documents as a list, or a one-line error naming the first empty or non-text one.
+
+    Parameters
+    ----------
+    documents
+        The texts to index (a list, not one string).
+
+    Returns
+    -------
+    list[str]
+        The texts, as a new list.
+
+    Examples
+    --------
+    >>> check_documents(("Bakı", "Şəki"))
+    ['Bakı', 'Şəki']
+    >>> check_documents(["Bakı", " "])
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: document 1 is empty or whitespace only; drop it or give it text
+    """
+    if isinstance(documents, (str, bytes)):
+        raise InvalidArgumentError("documents must be a list of texts, not one string; wrap it in a list")
+    if not isinstance(documents, Iterable):
+        raise InvalidArgumentError(f"documents must be a list of texts, got {type(documents).__name__}")
+    documents = list(documents)
+    if not documents:
+        raise InvalidArgumentError("the corpus is empty: there is nothing to index")
+    for position, text in enumerate(documents):
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"document {position} is a {type(text).__name__}, not text")
+        if not text.strip():
+            raise InvalidArgumentError(f"document {position} is empty or whitespace only; drop it or give it text")
+    return documents
+
+
+def check_metadata(metadata, ids: Sequence[str]) -> list[dict] | None:
+    """The metadata as a list of dicts that JSON can store (one per document), or a one-line error.
+
+    Checked before any encoding, so a bad entry costs nothing. ``None`` (no metadata) stays ``None``.
+
+    Parameters
+    ----------
+    metadata
+        One dict per document, or ``None``.
+    ids
+        The documents' ids, named in the message.
+
+    Returns
+    -------
+    list[dict] | None
+        The metadata, as a new list.
+
+    Examples
+    --------
+    >>> check_metadata([{"lang": "az"}], ["baku"])
+    [{'lang': 'az'}]
+    >>> check_metadata([{"tags": {"a"}}], ["baku"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.errors.InvalidArgumentError: metadata of document 0 (id 'baku') cannot be stored as JSON: ...
+    """
+    if metadata is None:
+        return None
+    if isinstance(metadata, (dict, str, bytes)) or not isinstance(metadata, Iterable):
+        raise InvalidArgumentError(f"metadata must be a list of dicts, one per document, got {type(metadata).__name__}")
+    metadata = list(metadata)
+    if len(metadata) != len(ids):
+        raise InvalidArgumentError(f"{len(ids)} documents but {len(metadata)} metadata entries; give one per document")
+    for position, (entry, doc_id) in enumerate(zip(metadata, ids, strict=True)):
+        if not isinstance(entry, dict):
+            raise InvalidArgumentError(
+                f"metadata of document {position} (id {doc_id!r}) is a {type(entry).__name__}, not a dict"
+            )
+        try:
+            json.dumps(entry, ensure_ascii=False, allow_nan=False)  # NaN would make `search --json` invalid JSON
+        except (TypeError, ValueError, RecursionError) as exc:
+            reason = first_line(exc)
+            if reason.startswith("Out of range float"):
+                reason = "NaN or infinity is not JSON (use None for a missing value)"
+            raise InvalidArgumentError(
+                f"metadata of document {position} (id {doc_id!r}) cannot be stored as JSON: {reason}; "
+                "use strings, numbers, booleans, None, lists and dicts"
+            ) from exc
+    return metadata
 
 
 @dataclass

@@ -12,15 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from colbert_az_pylate.errors import InvalidArgumentError, SourceNotFoundError
+from colbert_az_pylate.retrieval.corpus import SAMPLE_QUERIES
 
 HUB_MODEL = "LocalDoc/colbert-az"
-SAMPLE_QUERIES = (
-    "Azərbaycanın paytaxtı hansı şəhərdir?",
-    "Leyli və Məcnun operasını kim yazıb?",
-    "Azərbaycanın ən yüksək dağ zirvəsi hansıdır?",
-    "Qayaüstü təsvirlər harada qorunur?",
-    "İşçiyə ildə neçə gün məzuniyyət verilir?",
-)
 
 
 def _source(workdir: Path, say: Callable[[str], None]) -> tuple[Path, bool]:

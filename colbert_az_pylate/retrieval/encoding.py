@@ -35,7 +35,10 @@ from colbert_az_pylate.errors import (
     first_line,
 )
 from colbert_az_pylate.files import atomic_write
+from colbert_az_pylate.loading import resolve_model
+from colbert_az_pylate.retrieval.corpus import check_documents, check_metadata
 from colbert_az_pylate.retrieval.passages import DEFAULT_OVERLAP, PASSAGE_SEPARATOR, PassageReport, index_entries
+from colbert_az_pylate.retrieval.pooling import pool_document_tokens
 
 __all__ = ["EncodeReport", "EncodedCorpus", "encode_corpus"]
 
@@ -50,6 +53,24 @@ _PLAN_KEYS = ("format", "version", "corpus", "shard_size", "shards", "passages",
 def shard_name(number: int) -> str:
     """The file stem of shard ``number`` (``shard-00003``)."""
     return f"shard-{number:05d}"
+
+
+def encode_document_vectors(
+    model, documents: Sequence[str], batch_size: int, pool_factor: int = 1, show_progress_bar: bool = False
+) -> list[np.ndarray]:
+    """Document token vectors (float32), pooled about ``pool_factor``:1 when ``pool_factor > 1``: how every index
+    and ``colbert-az encode`` encode documents."""
+    vectors = model.encode(
+        list(documents),
+        is_query=False,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
+        convert_to_numpy=True,
+    )
+    vectors = [np.asarray(v, dtype=np.float32) for v in vectors]
+    if pool_factor > 1:
+        vectors = [pool_document_tokens(v, pool_factor) for v in vectors]
+    return vectors
 
 
 def corpus_fingerprint(ids: Sequence[str], texts: Sequence[str], metadata: Sequence[dict]) -> str:
@@ -196,7 +217,6 @@ def _finished(folder: Path, number: int) -> dict | None:
 
 
 def _encode_shard(model, folder, number, entries, batch_size, pool_factor, show_progress_bar, dtype="float16") -> dict:
-    from colbert_az_pylate.retrieval.searcher import encode_document_vectors
 
     flat = [entry for document in entries for entry in document]
     vectors = encode_document_vectors(model, [text for _, text, _ in flat], batch_size, pool_factor, show_progress_bar)
@@ -288,7 +308,6 @@ def encode_corpus(
     >>> import shutil; shutil.rmtree(folder)
     """
     from colbert_az_pylate.retrieval.ids import check_document_ids
-    from colbert_az_pylate.retrieval.searcher import _resolve_model, check_documents, check_metadata
     from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 
     shard_size = check_count(shard_size, "shard_size")
@@ -303,7 +322,7 @@ def encode_corpus(
     if marked is not None:
         raise InvalidArgumentError(f"document id {marked!r} contains the character \\x1f, which marks passages")
     metadata = check_metadata(corpus.metadata or None, ids) or [{}] * len(texts)
-    model, name = _resolve_model(model)
+    model, name = resolve_model(model)
     signature = ModelSignature.of_model(model, name)
     folder = Path(out)
     count = -(-len(texts) // shard_size)

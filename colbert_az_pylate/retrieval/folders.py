@@ -22,12 +22,8 @@ from colbert_az_pylate.errors import (
     InvalidArgumentError,
     OutputExistsError,
 )
+from colbert_az_pylate.files import lock_file
 from colbert_az_pylate.retrieval.backends import BACKENDS
-
-try:  # POSIX advisory locks; on other systems writers are not serialised across processes.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 VOYAGER_MANIFEST = "manifest.json"
 PLAID_MANIFEST = "plaid-manifest.json"
@@ -260,15 +256,14 @@ def acquire_writer_lock(folder: Path) -> _ProcessLock:
         if lock is None:
             folder.mkdir(parents=True, exist_ok=True)
             handle = open(folder / LOCK, "a+b")  # noqa: SIM115 - held until the last holder releases it
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    handle.close()
-                    raise IndexLockedError(
-                        f"another process is writing to {folder}; wait for it to finish, or open the index "
-                        "read-only to search it"
-                    ) from exc
+            try:  # POSIX flock or Windows msvcrt: colbert_az_pylate.files
+                lock_file(handle, wait=False)
+            except OSError as exc:
+                handle.close()
+                raise IndexLockedError(
+                    f"another process is writing to {folder}; wait for it to finish, or open the index "
+                    "read-only to search it"
+                ) from exc
             lock = _LOCKS[key] = _ProcessLock(key, handle)
         lock.holders += 1
         return lock

@@ -44,16 +44,13 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
+from colbert_az_pylate.files import atomic_write
 from colbert_az_pylate.retrieval.folders import BUILDING, acquire_writer_lock, index_backend, release_writer_lock
 from colbert_az_pylate.retrieval.folders import PLAID_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import count_entries
-from colbert_az_pylate.retrieval.voyager_index import (
-    ModelSignature,
-    _as_matrices,
-    _fsync_dir,
-    _fsync_write,
-)
+from colbert_az_pylate.retrieval.vectors import as_matrices
+from colbert_az_pylate.signature import ModelSignature
 
 __all__ = ["MANIFEST", "PlaidIndex"]
 
@@ -273,7 +270,7 @@ class PlaidIndex:
         dimension = model.embedding_size if model else None
         first = np.asarray(documents_embeddings[0]) if documents_embeddings else None
         dimension = dimension or (int(first.shape[-1]) if first is not None and first.ndim else 0)
-        matrices = _as_matrices(documents_embeddings, "document", dimension)
+        matrices = as_matrices(documents_embeddings, "document", dimension)
         if len(matrices) != len(ids):
             raise InvalidArgumentError(f"{len(ids)} ids but {len(matrices)} embedding matrices")
         payloads = [{} for _ in ids] if payloads is None else payloads
@@ -390,7 +387,7 @@ class PlaidIndex:
         k = check_count(k, "k")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
-        queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
+        queries = as_matrices(queries_embeddings, "query", self.embedding_size)
         allowed = None
         if subset is not None:
             allowed = [self._positions[i] for i in subset if i in self._positions]
@@ -426,8 +423,8 @@ def _build_in(folder, fast_plaid_search, ids, matrices, payloads_json, model, di
             documents_embeddings=[torch.from_numpy(m / np.linalg.norm(m, axis=1, keepdims=True)) for m in matrices],
             **settings,
         )
-        _fsync_write(staging / "ids.json", json.dumps(ids, ensure_ascii=False).encode())
-        _fsync_write(staging / "payloads.json", payloads_json.encode())
+        atomic_write(staging / "ids.json", json.dumps(ids, ensure_ascii=False), sync_folder=False)
+        atomic_write(staging / "payloads.json", payloads_json, sync_folder=False)
         files = {
             f"{final.name}/{path.relative_to(staging).as_posix()}": _sha256(path)
             for path in sorted(staging.rglob("*"))
@@ -447,10 +444,8 @@ def _build_in(folder, fast_plaid_search, ids, matrices, payloads_json, model, di
             "payloads": f"{final.name}/payloads.json",
             "files": files,
         }
-        _fsync_write(folder / f"{MANIFEST}.tmp", json.dumps(manifest, indent=1).encode())
-        os.replace(folder / f"{MANIFEST}.tmp", folder / MANIFEST)
+        atomic_write(folder / MANIFEST, json.dumps(manifest, indent=1), temporary=folder / f"{MANIFEST}.tmp")
         committed = True
-        _fsync_dir(folder)
         (final / BUILDING).unlink()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -39,7 +39,8 @@ from colbert_az_pylate.errors import (
     first_line,
 )
 from colbert_az_pylate.retrieval.ids import check_document_ids
-from colbert_az_pylate.retrieval.voyager_index import ModelSignature, _as_matrices
+from colbert_az_pylate.retrieval.vectors import as_matrices
+from colbert_az_pylate.signature import ModelSignature
 
 __all__ = ["MEAN_VECTOR", "METADATA_KEY", "MULTIVECTOR", "QdrantIndex", "point_id"]
 
@@ -608,7 +609,7 @@ class QdrantIndex(Base):
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
         documents_ids = check_document_ids(documents_ids)
-        matrices = _as_matrices(documents_embeddings, "document", self.embedding_size)
+        matrices = as_matrices(documents_embeddings, "document", self.embedding_size)
         if len(matrices) != len(documents_ids):
             raise InvalidArgumentError(f"{len(documents_ids)} ids but {len(matrices)} embedding matrices")
         payloads = _check_payloads(payloads, len(documents_ids))
@@ -880,7 +881,7 @@ class QdrantIndex(Base):
         k = check_count(k, "k")
         if first_stage is not None:
             first_stage = max(check_count(first_stage, "first_stage"), k)
-        queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
+        queries = as_matrices(queries_embeddings, "query", self.embedding_size)
         subsets = _as_subsets(subset, len(queries))
         requests = []
         for query, allowed in zip(queries, subsets, strict=True):

@@ -19,7 +19,11 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
+from colbert_az_pylate.files import looks_like_local_path
+from colbert_az_pylate.loading import resolve_model
 from colbert_az_pylate.retrieval.backends import BACKENDS, backend_class
+from colbert_az_pylate.retrieval.corpus import check_documents, check_metadata
+from colbert_az_pylate.retrieval.encoding import encode_document_vectors
 from colbert_az_pylate.retrieval.folders import check_backend, detect_backend
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import (
@@ -31,9 +35,8 @@ from colbert_az_pylate.retrieval.passages import (
     passage_id,
 )
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
-from colbert_az_pylate.retrieval.pooling import pool_document_tokens
-from colbert_az_pylate.retrieval.voyager_index import ModelSignature
 from colbert_az_pylate.scores import packed_maxsim_scores
+from colbert_az_pylate.signature import ModelSignature
 
 
 @dataclass
@@ -81,94 +84,6 @@ class Hit:
         }
 
 
-def check_documents(documents: Sequence[str]) -> list[str]:
-    """The documents as a list, or a one-line error naming the first empty or non-text one.
-
-    Parameters
-    ----------
-    documents
-        The texts to index (a list, not one string).
-
-    Returns
-    -------
-    list[str]
-        The texts, as a new list.
-
-    Examples
-    --------
-    >>> check_documents(("Bakı", "Şəki"))
-    ['Bakı', 'Şəki']
-    >>> check_documents(["Bakı", " "])
-    Traceback (most recent call last):
-    ...
-    colbert_az_pylate.errors.InvalidArgumentError: document 1 is empty or whitespace only; drop it or give it text
-    """
-    if isinstance(documents, (str, bytes)):
-        raise InvalidArgumentError("documents must be a list of texts, not one string; wrap it in a list")
-    if not isinstance(documents, Iterable):
-        raise InvalidArgumentError(f"documents must be a list of texts, got {type(documents).__name__}")
-    documents = list(documents)
-    if not documents:
-        raise InvalidArgumentError("the corpus is empty: there is nothing to index")
-    for position, text in enumerate(documents):
-        if not isinstance(text, str):
-            raise InvalidArgumentError(f"document {position} is a {type(text).__name__}, not text")
-        if not text.strip():
-            raise InvalidArgumentError(f"document {position} is empty or whitespace only; drop it or give it text")
-    return documents
-
-
-def check_metadata(metadata, ids: Sequence[str]) -> list[dict] | None:
-    """The metadata as a list of dicts that JSON can store (one per document), or a one-line error.
-
-    Checked before any encoding, so a bad entry costs nothing. ``None`` (no metadata) stays ``None``.
-
-    Parameters
-    ----------
-    metadata
-        One dict per document, or ``None``.
-    ids
-        The documents' ids, named in the message.
-
-    Returns
-    -------
-    list[dict] | None
-        The metadata, as a new list.
-
-    Examples
-    --------
-    >>> check_metadata([{"lang": "az"}], ["baku"])
-    [{'lang': 'az'}]
-    >>> check_metadata([{"tags": {"a"}}], ["baku"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    colbert_az_pylate.errors.InvalidArgumentError: metadata of document 0 (id 'baku') cannot be stored as JSON: ...
-    """
-    if metadata is None:
-        return None
-    if isinstance(metadata, (dict, str, bytes)) or not isinstance(metadata, Iterable):
-        raise InvalidArgumentError(f"metadata must be a list of dicts, one per document, got {type(metadata).__name__}")
-    metadata = list(metadata)
-    if len(metadata) != len(ids):
-        raise InvalidArgumentError(f"{len(ids)} documents but {len(metadata)} metadata entries; give one per document")
-    for position, (entry, doc_id) in enumerate(zip(metadata, ids, strict=True)):
-        if not isinstance(entry, dict):
-            raise InvalidArgumentError(
-                f"metadata of document {position} (id {doc_id!r}) is a {type(entry).__name__}, not a dict"
-            )
-        try:
-            json.dumps(entry, ensure_ascii=False, allow_nan=False)  # NaN would make `search --json` invalid JSON
-        except (TypeError, ValueError, RecursionError) as exc:
-            reason = first_line(exc)
-            if reason.startswith("Out of range float"):
-                reason = "NaN or infinity is not JSON (use None for a missing value)"
-            raise InvalidArgumentError(
-                f"metadata of document {position} (id {doc_id!r}) cannot be stored as JSON: {reason}; "
-                "use strings, numbers, booleans, None, lists and dicts"
-            ) from exc
-    return metadata
-
-
 def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
     """Rank ``documents`` for ``query`` by exact MaxSim, no index needed.
 
@@ -204,45 +119,13 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     if not isinstance(query, str) or not query.strip():
         raise InvalidArgumentError("the query must be a non-empty text")
     batch_size = check_count(batch_size, "batch_size")
-    model, _ = _resolve_model(model)
+    model, _ = resolve_model(model)
     query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
     vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
     starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
     scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
     order = np.argsort(-scores, kind="stable")
     return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
-
-
-def encode_document_vectors(
-    model, documents: Sequence[str], batch_size: int, pool_factor: int = 1, show_progress_bar: bool = False
-) -> list[np.ndarray]:
-    """Document token vectors (float32), pooled about ``pool_factor``:1 when ``pool_factor > 1``: how every index
-    and ``colbert-az encode`` encode documents."""
-    vectors = model.encode(
-        list(documents),
-        is_query=False,
-        batch_size=batch_size,
-        show_progress_bar=show_progress_bar,
-        convert_to_numpy=True,
-    )
-    vectors = [np.asarray(v, dtype=np.float32) for v in vectors]
-    if pool_factor > 1:
-        vectors = [pool_document_tokens(v, pool_factor) for v in vectors]
-    return vectors
-
-
-def _resolve_model(model, encoder: str = "torch", quantize: str | None = None):
-    if isinstance(model, (str, Path)):
-        from colbert_az_pylate.loading import load
-
-        name = str(Path(model).resolve()) if Path(model).exists() else str(model)
-        return load(model, encoder=encoder, quantize=quantize), name
-    if encoder != "torch" or quantize is not None:
-        raise InvalidArgumentError(
-            "encoder=/quantize= (--encoder/--quantize) need the model's folder or hub id, not a loaded model; "
-            "or load it with colbert_az_pylate.load(path, encoder=...)"
-        )
-    return model, None
 
 
 def _check_index_folder(name: str | Path, writable: bool) -> None:
@@ -353,7 +236,7 @@ class Searcher:
             _check_index_folder(folder, writable=not read_only)
             backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
         self.pool_factor = pool_factor
-        self.model, name = _resolve_model(model, encoder, quantize)
+        self.model, name = resolve_model(model, encoder, quantize)
         self.folder, self.backend, self.override = Path(folder), backend, override
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
@@ -435,7 +318,7 @@ class Searcher:
                 raise IndexFormatError(
                     f"the index at {folder} records no model; pass model= (--model on the command line)"
                 )
-            if _looks_local(model) and not Path(model).exists():
+            if looks_like_local_path(model) and not Path(model).exists():
                 raise IndexFormatError(
                     f"the index at {folder} was built with {model}, which is no longer there; pass the model's "
                     "new place (or a copy) as model= (--model on the command line)"
@@ -887,8 +770,3 @@ class Searcher:
         if not self._has_passages():
             return len(self.index_store)
         return self.index_store.document_count()  # a split document counts once
-
-
-def _looks_local(name: str) -> bool:
-    """A recorded model name that is a filesystem path (not a hub id such as ``LocalDoc/colbert-az``)."""
-    return Path(name).is_absolute() or name.startswith((".", "~"))

@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from pylate.indexes.base import Base
 from tqdm.auto import tqdm
 
@@ -46,7 +45,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
-from colbert_az_pylate.files import atomic_path, atomic_write, fsync_folder, read_at
+from colbert_az_pylate.files import atomic_path, atomic_write, read_at
 from colbert_az_pylate.retrieval.folders import (
     LOCK,
     acquire_writer_lock,
@@ -56,6 +55,7 @@ from colbert_az_pylate.retrieval.folders import (
 from colbert_az_pylate.retrieval.folders import VOYAGER_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
 from colbert_az_pylate.retrieval.passages import count_entries
+from colbert_az_pylate.retrieval.vectors import as_matrices
 from colbert_az_pylate.scores import maxsim_top_k, packed_maxsim_scores
 from colbert_az_pylate.signature import ModelSignature
 
@@ -76,46 +76,6 @@ FLOAT32_CACHE_BYTES = 256 << 20
 # Up to this many stored token vectors, exact MaxSim over all of them is faster than the graph search (and exact):
 # the crossover measured by benchmarks/exact_crossover.py (benchmarks/results/exact-crossover.json).
 EXACT_SEARCH_MAX_VECTORS = 150_000
-
-
-def _as_matrix(embeddings, what: str, dimension: int) -> np.ndarray:
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().float().cpu().numpy()
-    try:
-        array = np.asarray(embeddings, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"{what} is not a (tokens, {dimension}) matrix of numbers: {first_line(exc)}"
-        ) from exc
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise InvalidArgumentError(f"{what} must be a non-empty (tokens, {dimension}) matrix, got shape {array.shape}")
-    if array.shape[1] != dimension:
-        raise InvalidArgumentError(
-            f"{what} has vectors of dimension {array.shape[1]} but the index holds dimension {dimension}; "
-            "encode with the model the index was built with"
-        )
-    if not np.isfinite(array).all():
-        raise InvalidArgumentError(f"{what} holds NaN or infinite values")
-    return array
-
-
-def _as_matrices(embeddings, what: str, dimension: int) -> list[np.ndarray]:
-    if isinstance(embeddings, (np.ndarray, torch.Tensor)) and embeddings.ndim == 2:
-        embeddings = [embeddings]
-    if isinstance(embeddings, (str, bytes, dict)) or not isinstance(embeddings, (Iterable, np.ndarray, torch.Tensor)):
-        raise InvalidArgumentError(f"{what} embeddings must be a list of (tokens, {dimension}) matrices")
-    return [_as_matrix(e, f"{what} {i}", dimension) for i, e in enumerate(embeddings)]
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Kept for plaid_index, which has yet to import :mod:`colbert_az_pylate.files`."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-_fsync_dir = fsync_folder  # kept for plaid_index, which has yet to import colbert_az_pylate.files
 
 
 def _append(path: Path, committed_bytes: int, data: bytes) -> None:
@@ -802,7 +762,7 @@ class VoyagerIndex(Base):
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
         documents_ids = check_document_ids(documents_ids)
-        matrices = _as_matrices(documents_embeddings, "document", self.embedding_size)
+        matrices = as_matrices(documents_embeddings, "document", self.embedding_size)
         if len(matrices) != len(documents_ids):
             raise InvalidArgumentError(f"{len(documents_ids)} ids but {len(matrices)} embedding matrices")
         if payloads is not None and (isinstance(payloads, (dict, str)) or len(payloads) != len(documents_ids)):
@@ -1158,7 +1118,7 @@ class VoyagerIndex(Base):
             ``{"documents_ids": [...], "distances": [...]}``: per query, per token, ``k`` ids and cosine distances.
         """
         k = check_count(k, "k")
-        queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
+        queries = as_matrices(queries_embeddings, "query", self.embedding_size)
         labels, distances, sizes = self._query_graph(queries, k)
         split = np.cumsum(sizes)[:-1]
         ids = self._id_array[self.label_doc[labels]]
@@ -1252,7 +1212,7 @@ class VoyagerIndex(Base):
             candidates = check_count(candidates, "candidates")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
-        queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
+        queries = as_matrices(queries_embeddings, "query", self.embedding_size)
         labels, distances, sizes = self._query_graph(queries, k_token)
         allowed = None
         if subset is not None:
@@ -1313,7 +1273,7 @@ class VoyagerIndex(Base):
         k = check_count(k, "k")
         if subset is not None and (isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable)):
             raise InvalidArgumentError("subset must be a list of document ids, not one id; wrap it in a list")
-        queries = _as_matrices(queries_embeddings, "query", self.embedding_size)
+        queries = as_matrices(queries_embeddings, "query", self.embedding_size)
         if not self._positions:
             raise ColbertAzError("the index is empty; add documents before searching")
         allowed = self.alive

@@ -12,6 +12,7 @@ import queue
 import stat
 import sys
 
+from colbert_az_pylate.cli_arguments import add_encoder_arguments
 from colbert_az_pylate.errors import InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.serving.app import AllowedHosts, check_api_key
 
@@ -64,8 +65,6 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         help="environment variable holding the Qdrant server's API key (default: QDRANT_API_KEY, when set)",
     )
     serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
-    from colbert_az_pylate.cli import add_encoder_arguments  # called from cli.build_parser: cli is loaded
-
     add_encoder_arguments(serve, "what encodes queries and added documents")
     serve.add_argument(
         "--api-key-file",
