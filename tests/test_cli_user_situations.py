@@ -102,3 +102,18 @@ def test_serve_on_a_port_in_use_is_refused_before_serving(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "serving" not in err
     assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err
+
+
+def test_convert_and_export_folders_get_the_umask_mode_not_0700(checkpoints, tmp_path):
+    require_extra("onnxruntime", "onnx")
+    from colbert_az_pylate import convert
+    from colbert_az_pylate.encoders.export import export_model
+
+    previous = os.umask(0o027)
+    try:
+        convert(checkpoints["wordpiece"], tmp_path / "model", verify=False)
+        folder, _ = export_model(tmp_path / "model", tmp_path / "model-onnx", "onnx")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "model", folder, folder / "encoders"):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o750), path

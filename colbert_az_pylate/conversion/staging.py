@@ -77,7 +77,15 @@ def staging_folder(output: Path) -> Path:
     ...     STAGING_PATTERN.match(staged.name)["pid"] == str(os.getpid())
     True
     """
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-{os.getpid()}-", dir=output.parent))
+    while True:  # not mkdtemp: its 0700 would become the output's mode; mkdir gives the umask's, as a user expects
+        staged = output.parent / f".{output.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            staged.mkdir()
+            return staged
+        except FileExistsError:
+            continue
+        except OSError as exc:  # name the folder the user gave (read-only, …), not our temporary one
+            raise OSError(exc.errno, exc.strerror, str(output.parent)) from exc
 
 
 def retired_name(output: Path) -> Path:

@@ -685,7 +685,7 @@ def export_model(
             staged = staging_folder(target)
             try:
                 skip = shutil.ignore_patterns(EXPORT_FOLDER, ".*")
-                mode = staged.stat().st_mode  # the umask's, not the source folder's (copytree copies that)
+                mode = staged.stat().st_mode & 0o7777  # the umask's, not the source folder's (copytree copies that)
                 shutil.copytree(folder, staged, ignore=skip, dirs_exist_ok=True)
                 staged.chmod(mode)
                 replace_folder(staged, target, retired_name(target))
