@@ -165,12 +165,12 @@ def cmd_index(args: argparse.Namespace) -> int:
         return _index_from_encoded(args, server)
     if args.model is None or args.corpus is None:
         raise InvalidArgumentError("index needs MODEL and CORPUS (or --from-encoded DIR, written by colbert-az encode)")
-    from colbert_az_pylate.retrieval.corpus import read_corpus
-    from colbert_az_pylate.retrieval.searcher import Searcher, check_metadata
+    from colbert_az_pylate.retrieval.corpus import check_metadata, read_corpus
 
     step = _progress(not args.json)
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
     check_metadata(corpus.metadata or None, corpus.ids)  # before the index folder is created or anything encoded
+    from colbert_az_pylate.retrieval.searcher import Searcher  # torch: only once the corpus is known to be good
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
     searcher = Searcher(
         args.model,
