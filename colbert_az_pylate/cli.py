@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -313,6 +314,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result["parity_passed"] else EXIT_PARITY_FAILED
 
 
+def cmd_standin(args: argparse.Namespace) -> int:
+    """Write the offline stand-in (packaged MiniLM in the colbert-az layout) into a new folder."""
+    from colbert_az_pylate.errors import OutputExistsError
+
+    folder = args.output
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise OutputExistsError(f"{folder} exists and is not an empty folder; name a new folder for the stand-in")
+    from colbert_az_pylate.standin import STANDIN_NAME, build_minilm_standin
+
+    build_minilm_standin(folder)
+    print(
+        f"wrote {folder}: the {STANDIN_NAME}, an English model in the colbert-az layout, offline; it shows the "
+        f"pipeline working, not colbert-az's quality. Next: colbert-az convert {folder} {folder}-pylate",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _markdown_table(rows: list[dict]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -593,6 +612,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-k", type=int, default=3, help="hits per sample query (default: 3)")
     demo.add_argument("--json", action="store_true", help="print the measurements as JSON")
     demo.set_defaults(handler=cmd_demo)
+
+    standin = commands.add_parser(
+        "standin",
+        help="write an offline stand-in model in the colbert-az layout (to try every command without the hub)",
+        description="The packaged, pretrained all-MiniLM-L6-v2 with [Q]/[D] markers and a seeded 384->128 projection, "
+        "in the layout of LocalDoc/colbert-az (config.json, weights, tokenizer, projection.pt). An English model: "
+        "for trying the commands offline, not for Azerbaijani quality.",
+    )
+    standin.add_argument("output", type=pathlib.Path, help="a new (or empty) folder")
+    standin.set_defaults(handler=cmd_standin)
 
     evaluate = commands.add_parser(
         "evaluate",

@@ -134,3 +134,17 @@ def test_a_bad_corpus_is_refused_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert "'a'" in done.stderr and not (tmp_path / "index").exists()
+
+
+def test_standin_writes_a_colbert_az_folder_that_converts_and_refuses_a_used_folder(tmp_path, capsys):
+    """`colbert-az standin DIR`: an offline model folder to try every command on, said plainly to be a stand-in."""
+    from colbert_az_pylate.conversion.checkpoint import check_layout
+
+    folder = tmp_path / "colbert-az"
+    assert cli.main(["standin", str(folder)]) == 0
+    check_layout(folder)  # the colbert-az layout: config, weights, tokenizer, projection.pt
+    said = capsys.readouterr().err
+    assert "stand-in" in said and "not colbert-az's quality" in said and f"colbert-az convert {folder}" in said
+    assert cli.main(["standin", str(folder)]) == 2
+    assert "is not an empty folder" in _one_error_line(capsys)
+    assert cli.main(["convert", str(folder), str(tmp_path / "converted"), "--no-verify"]) == 0
