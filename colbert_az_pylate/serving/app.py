@@ -1,7 +1,8 @@
 """The search service: a FastAPI app over a :class:`~colbert_az_pylate.retrieval.Searcher`.
 
 Endpoints: ``POST /search``, ``POST /documents``, ``DELETE /documents``, ``POST /compact``, ``POST /v1/embeddings``
-(pylate's server API), ``GET /health``; the OpenAPI description at ``/openapi.json`` (no ``/docs`` or ``/redoc``:
+(pylate's server API), ``POST /v1/rerank`` (Cohere's and Jina's rerank API; also ``/rerank`` and ``/v2/rerank``),
+``GET /health``; the OpenAPI description at ``/openapi.json`` (no ``/docs`` or ``/redoc``:
 their pages load scripts from a CDN). Every error is ``{"error": "one line"}`` with a 4xx (the caller's fault) or a
 5xx (ours, logged on the server); no traceback reaches a client.
 
@@ -25,6 +26,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -80,6 +82,11 @@ class ServeLimits:
         Bytes of one document's metadata, serialised as JSON (default 16 KiB; ``--max-metadata-bytes``).
     max_metadata_depth
         Nesting levels of one document's metadata (default 32; ``--max-metadata-depth``).
+    max_rerank_documents
+        Documents per rerank request (default 1,000, Cohere's advice; ``--max-rerank-documents``).
+    max_rerank_chars
+        Characters of the query and all the documents of one rerank request together (default 1,000,000;
+        ``--max-rerank-chars``): what one request may cost the tokenizer.
 
     Examples
     --------
@@ -97,6 +104,8 @@ class ServeLimits:
     max_response_bytes: int = 16 * 1024 * 1024
     max_metadata_bytes: int = 16 * 1024
     max_metadata_depth: int = 32
+    max_rerank_documents: int = 1000
+    max_rerank_chars: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -148,7 +157,26 @@ def _models():
         is_query: bool = True
         model: str | None = Field(None, description="the served model's name (optional; checked when given)")
 
-    return SimpleNamespace(search=SearchRequest, add=AddRequest, delete=DeleteRequest, embedding=EmbeddingRequest)
+    class RerankRequest(Body):
+        """Cohere's v1 and v2 rerank request and Jina's; the documents' forms are checked by the endpoint (one line
+        per problem, not pydantic's list)."""
+
+        query: str = Field(description="the query text")
+        documents: list[Any] = Field(description='texts, or objects {"text": ...} (other fields are not ranked)')
+        model: str | None = Field(None, description="the served model's name (optional; checked when given)")
+        top_n: int | None = Field(None, description="results to return, best first (default: every document)")
+        return_documents: bool = Field(False, description='each result carries its document as {"text": ...}')
+        rank_fields: list[str] | None = Field(None, description='Cohere v1: only ["text"] is ranked')
+        max_chunks_per_doc: int | None = Field(None, description="Cohere v1: ignored (one chunk per document)")
+        max_tokens_per_doc: int | None = Field(
+            None, description="Cohere v2: ignored (documents are cut at the model's document length)"
+        )
+        relevant_spans: dict[str, Any] | None = Field(None, description='Cohere v2: only {"mode": "disabled"}')
+        priority: int | None = Field(None, description="Cohere v2: ignored (queries go first, then documents)")
+
+    return SimpleNamespace(
+        search=SearchRequest, add=AddRequest, delete=DeleteRequest, embedding=EmbeddingRequest, rerank=RerankRequest
+    )
 
 
 # ------------------------------------------------------------------------------------------------ the service
@@ -267,6 +295,26 @@ class _Service:
             )
 
         return self._document_chunks(texts, BULK, encode, stop)
+
+    def rerank_scores(self, query_vectors, texts: list[str], stop: threading.Event | None = None):
+        """MaxSim of the encoded query against each of ``texts`` (``/v1/rerank``) and the documents' token count:
+        the documents encoded in chunks behind queries (at the level of writes, ahead of bulk embeddings), scored
+        as :func:`~colbert_az_pylate.retrieval.rerank` scores them."""
+        import numpy as np
+
+        from colbert_az_pylate.scores import packed_maxsim_scores
+
+        def encode(chunk: list[str]) -> list:
+            return list(
+                self.reader.model.encode(
+                    chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
+                )
+            )
+
+        vectors = self._document_chunks(texts, WRITES, encode, stop)
+        starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
+        scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
+        return scores, sum(len(v) for v in vectors)
 
     def _encode_for_write(self, texts) -> list:
         from colbert_az_pylate.retrieval.searcher import encode_document_vectors
@@ -551,6 +599,39 @@ def _check_metadata(metadata: list[dict], ids: list[str], limits: ServeLimits) -
             )
 
 
+def _rerank_texts(documents: list) -> list[str]:
+    """The texts of a rerank request's documents: each a text or an object with a ``"text"`` (Cohere's other
+    fields are not ranked, as Cohere ranks ``text`` alone unless ``rank_fields`` says otherwise)."""
+    texts = []
+    for position, document in enumerate(documents):
+        if isinstance(document, dict):
+            document = document.get("text")
+            if not isinstance(document, str):
+                raise ClientError(
+                    422, f'documents[{position}] is an object with no text in "text"; give {{"text": ...}}'
+                )
+        elif not isinstance(document, str):
+            raise ClientError(
+                422, f'documents[{position}] is a {type(document).__name__}; give a text or {{"text": ...}}'
+            )
+        texts.append(document)
+    return texts
+
+
+def _rerank_json(scores, texts: list[str], top_n: int, return_documents: bool, version: str, tokens: int) -> bytes:
+    """Cohere's rerank answer (v1 and v2 alike; Jina's too): results best first, ties in the order given."""
+    import numpy as np
+
+    results = []
+    for index in np.argsort(-scores, kind="stable")[:top_n]:
+        result = {"index": int(index), "relevance_score": float(scores[index])}
+        if return_documents:
+            result["document"] = {"text": texts[index]}
+        results.append(result)
+    meta = {"api_version": {"version": version}, "tokens": {"input_tokens": tokens}}
+    return _to_json({"id": str(uuid.uuid4()), "results": results, "meta": meta, "usage": {"total_tokens": tokens}})
+
+
 def _check_count(value: int, limit: int, what: str, flag: str) -> None:
     if value > limit:
         raise ClientError(413, f"{value} {what} in one request; this server takes at most {limit} ({flag})")
@@ -620,7 +701,11 @@ def _shown_path(scope) -> str:
 
 # ------------------------------------------------------------------------------------------------ ASGI guard
 WRITE_ROUTES = frozenset({("POST", "/documents"), ("DELETE", "/documents"), ("POST", "/compact")})
-READ_ROUTES = frozenset({("POST", "/search"), ("POST", "/v1/embeddings"), ("GET", "/health"), ("GET", "/openapi.json")})
+RERANK_PATHS = ("/v1/rerank", "/rerank", "/v2/rerank")  # Cohere v1 (and Jina), Infinity, Cohere v2
+READ_ROUTES = frozenset(
+    {("POST", "/search"), ("POST", "/v1/embeddings"), ("GET", "/health"), ("GET", "/openapi.json")}
+    | {("POST", path) for path in RERANK_PATHS}
+)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -1135,6 +1220,52 @@ def create_app(
                 service.bulk_slot.release()
         answer = await blocking(_embeddings_json, vectors, body.model or service.model_name)
         return Response(answer, media_type="application/json")
+
+    async def rerank(body: models.rerank, request: Request) -> dict:
+        authorise(request, write=False)
+        if body.model is not None and body.model not in service.model_names:
+            raise ClientError(400, f"model {body.model!r} is not served here; this server serves {service.model_name}")
+        if body.rank_fields is not None and body.rank_fields != ["text"]:
+            raise ClientError(422, 'rank_fields: only "text" is ranked here; send ["text"] or leave it out')
+        if body.relevant_spans is not None and body.relevant_spans.get("mode", "disabled") != "disabled":
+            raise ClientError(422, "relevant_spans: not available from this server; leave it out")
+        _check_texts([body.query], "query", limits.max_query_chars, "--max-query-chars")
+        if not body.documents:
+            raise ClientError(400, "documents is empty; give at least one document")
+        _check_count(len(body.documents), limits.max_rerank_documents, "documents", "--max-rerank-documents")
+        texts = _rerank_texts(body.documents)
+        _check_texts(texts, "documents", limits.max_document_chars, "--max-document-chars")
+        characters = len(body.query) + sum(len(text) for text in texts)
+        if characters > limits.max_rerank_chars:
+            raise ClientError(
+                413,
+                f"the query and documents hold {characters} characters together; this server reranks at most "
+                f"{limits.max_rerank_chars} per request (--max-rerank-chars)",
+            )
+        if body.top_n is not None and body.top_n < 1:
+            raise ClientError(400, f"top_n must be a whole number >= 1, got {body.top_n}")
+        top_n = len(texts) if body.top_n is None else min(body.top_n, len(texts))  # more than given: all, as Cohere
+        service.unencoded += 1
+        try:
+            query_vectors = (await until_disconnected(request, service.batcher.encode([body.query])))[0]
+        finally:
+            service.unencoded -= 1
+        stop = threading.Event()
+        scores, tokens = await until_disconnected(
+            request, blocking(service.rerank_scores, query_vectors, texts, stop), stop
+        )
+        version = "2" if request.url.path == "/v2/rerank" else "1"
+        answer = await blocking(
+            _rerank_json, scores, texts, top_n, body.return_documents, version, tokens + len(query_vectors)
+        )
+        return Response(answer, media_type="application/json")
+
+    for path in RERANK_PATHS:
+        app.post(
+            path,
+            summary="rank documents for a query by MaxSim (Cohere's v1/v2 and Jina's rerank API)",
+            operation_id=f"rerank{path.replace('/', '_')}",
+        )(rerank)
 
     @app.get("/health", summary="model, backend, index size, commit (cached: waits for nothing)")
     async def health(request: Request) -> dict:

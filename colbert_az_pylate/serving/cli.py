@@ -29,6 +29,8 @@ LIMIT_FLAGS = {
     "max_response_bytes": ("--max-response-bytes", 16 * 1024 * 1024, "bytes per answer (embeddings, hits)"),
     "max_metadata_bytes": ("--max-metadata-bytes", 16 * 1024, "bytes of one document's metadata as JSON"),
     "max_metadata_depth": ("--max-metadata-depth", 32, "nesting levels of one document's metadata"),
+    "max_rerank_documents": ("--max-rerank-documents", 1000, "documents per rerank request"),
+    "max_rerank_chars": ("--max-rerank-chars", 1_000_000, "characters of one rerank request, all texts"),
 }
 ANY_ADDRESS = ("0.0.0.0", "::", "")
 
@@ -38,7 +40,7 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         allow_abbrev=False,  # `--api-key KEY` must not pass for --api-key-file: keys never go on the command line
-        help="serve an index over HTTP: search, add/delete documents, embeddings (the [serve] extra)",
+        help="serve an index over HTTP: search, add/delete documents, embeddings, rerank (the [serve] extra)",
         description="A search API over an index folder (FastAPI on uvicorn). Writes need the key from "
         f"--api-key-file (or ${KEY_ENV}); without one the server is read-only. Never put the key on the command line.",
     )
