@@ -95,6 +95,7 @@ def test_the_registry_names_each_backend_once_and_an_unknown_name_is_one_line():
     assert set(BACKENDS) == {"voyager", "plaid", "qdrant"}
     for name, entry in BACKENDS.items():
         assert entry.name == name and backend_class(name).backend_name == name
+        assert entry.updatable == backend_class(name).updatable
     with pytest.raises(InvalidArgumentError, match="unknown index backend 'faiss'; choose one of plaid, qdrant"):
         backend_class("faiss")
 
@@ -175,6 +176,25 @@ def test_a_backend_written_once_refuses_writes_and_exact_ranking_through_the_con
         store.rank(searcher.encode_queries(["Bakı"]), 1, exact=True)
     with pytest.raises(ColbertAzError, match="PLAID indexes cannot be changed in place"):
         searcher.delete(["0"])
+    # served: read-only whatever the flags, and the start line says why (not "read-write")
+    from colbert_az_pylate.cli import build_parser
+    from colbert_az_pylate.serving.cli import _settings
+
+    key = tmp_path / "serve.key"
+    key.write_text("k" * 40)
+    key.chmod(0o600)
+    args = build_parser().parse_args(["serve", str(tmp_path / "plaid"), "--api-key-file", str(key)])
+    settings = _settings(args)
+    assert settings["writable"] is False and settings["built_once"] == "PLAID"
+    from fastapi.testclient import TestClient
+
+    from colbert_az_pylate.serving import create_app
+
+    app = create_app(searcher, api_key="k" * 40, allowed_hosts=["testserver"])
+    with TestClient(app) as client:  # a key, yet writes are refused: the answer says why
+        answer = client.post("/documents", json={"documents": [{"id": "x", "text": "Bakı"}]},
+                             headers={"Authorization": "Bearer " + "k" * 40})  # fmt: skip
+    assert answer.status_code == 403 and "PLAID index is built once" in answer.json()["error"], answer.text
 
 
 def test_the_contract_module_imports_nothing_heavy():

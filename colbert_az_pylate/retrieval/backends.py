@@ -136,6 +136,7 @@ class BackendEntry:
     title: str
     module: str
     class_name: str
+    updatable: bool = True  # the class's own flag, known here without importing it (a test holds them equal)
 
     def load(self) -> type:
         return getattr(importlib.import_module(self.module), self.class_name)
@@ -145,7 +146,7 @@ BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
         BackendEntry("voyager", "Voyager", "colbert_az_pylate.retrieval.voyager_index", "VoyagerIndex"),
-        BackendEntry("plaid", "PLAID", "colbert_az_pylate.retrieval.plaid_index", "PlaidIndex"),
+        BackendEntry("plaid", "PLAID", "colbert_az_pylate.retrieval.plaid_index", "PlaidIndex", updatable=False),
         BackendEntry("qdrant", "Qdrant", "colbert_az_pylate.retrieval.qdrant_index", "QdrantIndex"),
     )
 }

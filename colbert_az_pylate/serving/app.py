@@ -42,6 +42,7 @@ from colbert_az_pylate.errors import (
     InvalidArgumentError,
     check_count,
 )
+from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.serving.batching import MicroBatcher
 from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock
 from colbert_az_pylate.threads import thread_policy
@@ -214,6 +215,12 @@ class _Service:
         self.bulk_waiting = 0
         store = searcher.index_store
         self.writer = copy.copy(searcher) if writable else None
+        self.read_only_reason = (
+            f"this server is read-only: a {BACKENDS[self.backend].title} index is built once; rebuild it with "
+            "`colbert-az index ... --override` to change it"
+            if not searcher.backend_type.updatable
+            else "this server is read-only; writes need a single-worker server started with a key"
+        )
         self.reader = copy.copy(searcher)
         self.commits = bool(store is not None and store.commits)  # readers see a commit after a refresh
         if self.commits:
@@ -412,7 +419,7 @@ class _Service:
     # -- writing
     def write(self, action: Callable[[Any], Any], encodes: bool = True) -> int | None:
         if self.writer is None:
-            raise ClientError(403, "this server is read-only; writes need a single-worker server started with a key")
+            raise ClientError(403, self.read_only_reason)
         if self.compacting:
             raise ClientError(409, "the index is being compacted; retry in a moment", {"Retry-After": "1"})
         with self.write_lock:
@@ -430,7 +437,7 @@ class _Service:
 
     def compact(self) -> int | None:
         if self.writer is None:
-            raise ClientError(403, "this server is read-only; writes need a single-worker server started with a key")
+            raise ClientError(403, self.read_only_reason)
         if not callable(getattr(self.writer.index_store, "compact", None)):
             raise ClientError(400, f"compaction is for Voyager indexes; this one is {self.backend}")
         if not self.write_lock.acquire(blocking=False):

@@ -13,7 +13,7 @@ import stat
 import sys
 
 from colbert_az_pylate.cli_arguments import add_encoder_arguments
-from colbert_az_pylate.errors import InvalidArgumentError, check_count, first_line
+from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.serving.app import AllowedHosts, check_api_key
 
 KEY_ENV = "COLBERT_AZ_API_KEY"
@@ -217,7 +217,19 @@ def _settings(args: argparse.Namespace) -> dict:
             "(or give --url to serve a Qdrant server's collection)"
         )
     writable = not args.read_only and args.workers == 1 and (key is not None or args.allow_unauthenticated_writes)
+    built_once = None  # the title of a backend that is written once (PLAID): served read-only, whatever the flags
+    if args.url is None:
+        from colbert_az_pylate.retrieval.backends import BACKENDS
+        from colbert_az_pylate.retrieval.folders import detect_backend
+
+        try:
+            backend = detect_backend(args.index)
+        except ColbertAzError:  # not an index: Searcher.open says so in its own words, when it opens it
+            backend = None
+        if backend is not None and not BACKENDS[backend].updatable:
+            writable, built_once = False, BACKENDS[backend].title
     return {
+        "built_once": built_once,
         "index": args.index,
         "url": args.url,
         "qdrant_api_key_env": args.qdrant_api_key_env,
@@ -380,6 +392,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)  # before the model loads and "serving" is printed
     _configure_logging()
     mode = "read-write" if settings["writable"] else "read-only"
+    if settings.get("built_once"):
+        mode = f"read-only: a {settings['built_once']} index is built once"
     if args.workers > 1 and not args.read_only and (settings["api_key_file"] or args.allow_unauthenticated_writes):
         print(
             "note: with --workers > 1 the server is read-only (one process may hold the writer lock)", file=sys.stderr
