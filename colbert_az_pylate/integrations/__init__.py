@@ -1,12 +1,14 @@
-"""Retrievers for LLM frameworks: LangChain (``[langchain]``) and LlamaIndex (``[llamaindex]``).
+"""Retrievers and rerankers for LLM frameworks: LangChain (``[langchain]``) and LlamaIndex (``[llamaindex]``).
 
-Each searches in process (a :class:`~colbert_az_pylate.retrieval.Searcher`) or over HTTP (``colbert-az serve``,
-through :class:`SearchClient`) and returns the framework's own types with score and metadata. Neither framework,
-nor torch, is imported until a retriever is used.
+Each retriever searches in process (a :class:`~colbert_az_pylate.retrieval.Searcher`) or over HTTP
+(``colbert-az serve``, through :class:`SearchClient`) and returns the framework's own types with score and
+metadata; each reranker ranks a first stage's documents by MaxSim, with a local model or the server's
+``/v1/rerank``. Neither framework, nor torch, is imported until a retriever or a reranker is used.
 
 >>> import colbert_az_pylate.integrations as integrations
->>> sorted(integrations.__all__)
-['LangChainRetriever', 'LlamaIndexRetriever', 'SearchClient', 'SearchServerError']
+>>> sorted(integrations.__all__)  # doctest: +NORMALIZE_WHITESPACE
+['LangChainReranker', 'LangChainRetriever', 'LlamaIndexReranker', 'LlamaIndexRetriever', 'SearchClient',
+ 'SearchServerError']
 """
 
 from __future__ import annotations
@@ -21,15 +23,24 @@ from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.integrations.http import SearchClient, SearchServerError, check_search_arguments
 
 if TYPE_CHECKING:
-    from colbert_az_pylate.integrations.langchain import LangChainRetriever
-    from colbert_az_pylate.integrations.llamaindex import LlamaIndexRetriever
+    from colbert_az_pylate.integrations.langchain import LangChainReranker, LangChainRetriever
+    from colbert_az_pylate.integrations.llamaindex import LlamaIndexReranker, LlamaIndexRetriever
 
 _LAZY = {
+    "LangChainReranker": "colbert_az_pylate.integrations.langchain",
     "LangChainRetriever": "colbert_az_pylate.integrations.langchain",
+    "LlamaIndexReranker": "colbert_az_pylate.integrations.llamaindex",
     "LlamaIndexRetriever": "colbert_az_pylate.integrations.llamaindex",
 }
 
-__all__ = ["LangChainRetriever", "LlamaIndexRetriever", "SearchClient", "SearchServerError"]
+__all__ = [
+    "LangChainReranker",
+    "LangChainRetriever",
+    "LlamaIndexReranker",
+    "LlamaIndexRetriever",
+    "SearchClient",
+    "SearchServerError",
+]
 
 
 def __getattr__(name: str):

@@ -63,8 +63,8 @@ def _httpx():
 
 
 class SearchClient:
-    """A client of ``colbert-az serve``: ``POST /search`` and ``GET /health``, with a timeout, the API key as
-    ``Authorization: Bearer KEY``, and every failure as one :class:`SearchServerError` line.
+    """A client of ``colbert-az serve``: ``POST /search``, ``POST /v1/rerank`` and ``GET /health``, with a timeout,
+    the API key as ``Authorization: Bearer KEY``, and every failure as one :class:`SearchServerError` line.
 
     Parameters
     ----------
@@ -195,6 +195,38 @@ class SearchClient:
         results = self._results(answer, len(body["queries"]))
         return results[0] if single else results
 
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
+        """The server's ``POST /v1/rerank`` (Cohere's shape): ``documents`` ranked for ``query`` by MaxSim.
+
+        Parameters
+        ----------
+        query
+            The query text.
+        documents
+            The texts to rank (at least one; the server's limits apply).
+        top_n
+            Results to return, best first (default: every document).
+
+        Returns
+        -------
+        list[tuple[int, float]]
+            ``(position in documents, score)`` pairs, best first.
+        """
+        body = {"query": query, "documents": list(documents), "top_n": top_n, "return_documents": False}
+        answer = self._request("POST", "/v1/rerank", body, self._sync_client())
+        results = answer.get("results") if isinstance(answer, dict) else None
+        count = len(body["documents"]) if top_n is None else min(top_n, len(body["documents"]))
+        if (
+            not isinstance(results, list)
+            or len(results) != count
+            or any(not _is_rerank_result(result, len(body["documents"])) for result in results)
+        ):
+            raise SearchServerError(
+                f"the server at {self.url} answered /v1/rerank without one result per document; "
+                "is it a colbert-az server?"
+            )
+        return [(result["index"], float(result["relevance_score"])) for result in results]
+
     def health(self) -> dict:
         """The server's ``GET /health`` answer (model, index size, backend …), as a dict."""
         answer = self._request("GET", "/health", None, self._sync_client())
@@ -267,6 +299,15 @@ def _is_hit(hit: Any) -> bool:
         and isinstance(hit.get("id"), str)
         and isinstance(hit.get("score"), (int, float))
         and isinstance(hit.get("metadata", {}), (dict, type(None)))
+    )
+
+
+def _is_rerank_result(result: Any, count: int) -> bool:
+    return (
+        isinstance(result, dict)
+        and type(result.get("index")) is int
+        and 0 <= result["index"] < count
+        and isinstance(result.get("relevance_score"), (int, float))
     )
 
 

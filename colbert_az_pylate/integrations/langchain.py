@@ -1,23 +1,28 @@
-"""A LangChain retriever over colbert-az search, in process or over HTTP
-(``pip install 'colbert-az-pylate[langchain]'``).
+"""A LangChain retriever over colbert-az search and a LangChain reranker (a document compressor), in process or
+over HTTP (``pip install 'colbert-az-pylate[langchain]'``).
 
-Without langchain-core the module still imports; the retriever then raises an ImportError that names the extra.
+Without langchain-core the module still imports; the retriever and the reranker then raise an ImportError that
+names the extra.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Literal
 
 from colbert_az_pylate.integrations import asearch_hits, hit_id, search_hits, search_target
+from colbert_az_pylate.integrations.rerank import check_top_n, rerank_scores, rerank_target, settings_error
 
 INSTALL = "pip install 'colbert-az-pylate[langchain]'"
 
 try:
-    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+    from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun, Callbacks
     from langchain_core.documents import Document
+    from langchain_core.documents.compressor import BaseDocumentCompressor
     from langchain_core.retrievers import BaseRetriever
-    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr, ValidationError
 except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
     _IMPORT_ERROR: ImportError | None = _missing
 else:
@@ -183,3 +188,100 @@ else:
         def from_index(cls, *args: Any, **kwargs: Any) -> LangChainRetriever:
             """Needs langchain-core."""
             return cls()
+
+
+if _IMPORT_ERROR is None:
+
+    class LangChainReranker(BaseDocumentCompressor):
+        """A LangChain reranker (a ``BaseDocumentCompressor``): the documents a first stage found, ranked by the
+        model's MaxSim for the query, best first, in process or over HTTP (``POST /v1/rerank``).
+
+        Each document comes back as a copy with ``relevance_score`` (MaxSim, higher is better) added to its
+        metadata, as LangChain's Cohere reranker does; the scores equal
+        :func:`~colbert_az_pylate.retrieval.searcher.rerank`'s. No documents: ``[]``, nothing is called. Use it
+        in LangChain's ``ContextualCompressionRetriever`` (package ``langchain``) as ``base_compressor``.
+
+        Parameters
+        ----------
+        model
+            A model folder, a hub id or a loaded pylate ColBERT, to score in process (a folder is loaded once,
+            here).
+        url
+            Or a ``colbert-az serve`` server, e.g. ``"http://127.0.0.1:8000"``; exactly one of the two.
+        api_key
+            The server's API key, sent as ``Authorization: Bearer KEY`` (HTTP only; default: none).
+        timeout
+            Seconds to wait for the server (HTTP only; default 30).
+        top_n
+            Documents to keep, a whole number >= 1, or ``None`` for all (default 3, as LangChain's Cohere
+            reranker).
+        batch_size
+            Encoding batch size (in process only; default 32).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from langchain_core.documents import Document
+        >>> from colbert_az_pylate import convert
+        >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+        >>> reranker = LangChainReranker(model=f"{folder}/model", top_n=1)
+        >>> found = [Document("Bakı Azərbaycanın paytaxtıdır."),
+        ...          Document("Şəki xan sarayı", metadata={"city": "Şəki"})]
+        >>> [(d.page_content, d.metadata["city"]) for d in reranker.compress_documents(found, "Şəki xan sarayı")]
+        [('Şəki xan sarayı', 'Şəki')]
+        >>> LangChainReranker(model=f"{folder}/model", top_n=0)
+        Traceback (most recent call last):
+        ...
+        colbert_az_pylate.errors.InvalidArgumentError: top_n must be a whole number >= 1, got 0 (int)
+        >>> import shutil; shutil.rmtree(folder)
+        """
+
+        model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+        model: Any = Field(default=None, exclude=True, repr=False)
+        url: Any = None
+        api_key: SecretStr | None = None
+        # checked by our rule after pydantic (one line, the same as the retrievers' and the server's)
+        timeout: Any = 30.0
+        top_n: Any = 3
+        batch_size: Any = 32
+
+        _target: Any = PrivateAttr(default=None)
+
+        def __init__(self, **settings: Any) -> None:
+            try:
+                super().__init__(**settings)
+            except ValidationError as error:
+                raise settings_error(error, "LangChainReranker") from None
+            self.top_n = check_top_n(self.top_n)
+            self._open_target()
+
+        def _open_target(self) -> Any:
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            self._target = rerank_target(self.model, self.url, key, self.timeout, self.batch_size)
+            return self._target
+
+        def compress_documents(
+            self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
+        ) -> Sequence[Document]:
+            """``documents`` ranked for ``query``, best first, the best ``top_n`` of them, each a copy with
+            ``relevance_score`` in its metadata."""
+            documents = list(documents)
+            target = self._target or self._open_target()  # model_validate() and the like skip __init__
+            ranked = rerank_scores(target, query, [document.page_content for document in documents], self.top_n)
+            return [
+                documents[index].model_copy(
+                    update={"metadata": {**deepcopy(documents[index].metadata), "relevance_score": score}}
+                )
+                for index, score in ranked
+            ]
+
+else:
+
+    class LangChainReranker:  # type: ignore[no-redef]
+        """Needs langchain-core: ``pip install 'colbert-az-pylate[langchain]'``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(f"LangChainReranker needs langchain-core: {INSTALL}") from _IMPORT_ERROR

@@ -1,7 +1,8 @@
-"""A LlamaIndex retriever over colbert-az search, in process or over HTTP
-(``pip install 'colbert-az-pylate[llamaindex]'``).
+"""A LlamaIndex retriever over colbert-az search and a LlamaIndex reranker (a node postprocessor), in process or
+over HTTP (``pip install 'colbert-az-pylate[llamaindex]'``).
 
-Without llama-index-core the module still imports; the retriever then raises an ImportError that names the extra.
+Without llama-index-core the module still imports; the retriever and the reranker then raise an ImportError that
+names the extra.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.integrations import asearch_hits, hit_id, search_hits, search_target
 from colbert_az_pylate.integrations.http import check_search_arguments
+from colbert_az_pylate.integrations.rerank import check_top_n, rerank_scores, rerank_target, settings_error
 
 INSTALL = "pip install 'colbert-az-pylate[llamaindex]'"
 BOOKKEEPING = ["passage", "span"]  # node metadata kept out of what the LLM and the embedder see
 
 try:
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, ValidationError
     from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
@@ -170,3 +175,91 @@ else:
         def from_index(cls, *args: Any, **kwargs: Any) -> LlamaIndexRetriever:
             """Needs llama-index-core."""
             return cls()
+
+
+if _IMPORT_ERROR is None:
+
+    class LlamaIndexReranker(BaseNodePostprocessor):
+        """A LlamaIndex reranker (a node postprocessor): the nodes a first stage found, ranked by the model's
+        MaxSim for the query, best first, in process or over HTTP (``POST /v1/rerank``).
+
+        Each node comes back as a new ``NodeWithScore`` of the same node whose ``score`` is its MaxSim (higher is
+        better); the scores equal :func:`~colbert_az_pylate.retrieval.searcher.rerank`'s. A node's text is its
+        ``get_content()`` (without metadata). No nodes: ``[]``, nothing is called. Use it as a query engine's
+        ``node_postprocessors=[...]``.
+
+        Parameters
+        ----------
+        model
+            A model folder, a hub id or a loaded pylate ColBERT, to score in process (a folder is loaded once,
+            here).
+        url
+            Or a ``colbert-az serve`` server, e.g. ``"http://127.0.0.1:8000"``; exactly one of the two.
+        api_key
+            The server's API key, sent as ``Authorization: Bearer KEY`` (HTTP only; default: none).
+        timeout
+            Seconds to wait for the server (HTTP only; default 30).
+        top_n
+            Nodes to keep, a whole number >= 1, or ``None`` for all (default 3).
+        batch_size
+            Encoding batch size (in process only; default 32).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from llama_index.core.schema import NodeWithScore, TextNode
+        >>> from colbert_az_pylate import convert
+        >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
+        >>> reranker = LlamaIndexReranker(model=f"{folder}/model", top_n=1)
+        >>> found = [NodeWithScore(node=TextNode(id_="baku", text="Bakı Azərbaycanın paytaxtıdır."), score=0.9),
+        ...          NodeWithScore(node=TextNode(id_="sheki", text="Şəki xan sarayı"), score=0.1)]
+        >>> [n.node.node_id for n in reranker.postprocess_nodes(found, query_str="Şəki xan sarayı")]
+        ['sheki']
+        >>> import shutil; shutil.rmtree(folder)
+        """
+
+        model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+        model: Any = Field(default=None, exclude=True, repr=False)
+        url: Any = None
+        api_key: Any = Field(default=None, exclude=True, repr=False)  # never shown
+        # checked by our rule after pydantic (one line, the same as the retrievers' and the server's)
+        timeout: Any = 30.0
+        top_n: Any = 3
+        batch_size: Any = 32
+
+        _target: Any = PrivateAttr(default=None)
+
+        def __init__(self, **settings: Any) -> None:
+            try:
+                super().__init__(**settings)
+            except ValidationError as error:
+                raise settings_error(error, "LlamaIndexReranker") from None
+            if self.api_key is not None and not isinstance(self.api_key, str):
+                raise InvalidArgumentError(f"api_key must be a text, got {type(self.api_key).__name__}")
+            self.top_n = check_top_n(self.top_n)
+            self._target = rerank_target(self.model, self.url, self.api_key, self.timeout, self.batch_size)
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "LlamaIndexReranker"
+
+        def _postprocess_nodes(
+            self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+        ) -> list[NodeWithScore]:
+            if query_bundle is None:
+                raise InvalidArgumentError("LlamaIndexReranker needs the query: give query_bundle= or query_str=")
+            nodes = list(nodes)
+            texts = [node.node.get_content() for node in nodes]
+            ranked = rerank_scores(self._target, query_bundle.query_str, texts, self.top_n)
+            return [NodeWithScore(node=nodes[index].node, score=score) for index, score in ranked]
+
+else:
+
+    class LlamaIndexReranker:  # type: ignore[no-redef]
+        """Needs llama-index-core: ``pip install 'colbert-az-pylate[llamaindex]'``."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(f"LlamaIndexReranker needs llama-index-core: {INSTALL}") from _IMPORT_ERROR
