@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -224,7 +225,8 @@ def test_a_rerun_after_a_real_sigkill_skips_finished_shards_and_ends_as_an_unint
     done = len(stems)
     assert 1 <= done < 300, done
     leftovers = sorted(path.name for path in out.iterdir() if path.name.startswith("."))
-    assert all(name.endswith(f".tmp-{process.pid}") for name in leftovers), leftovers
+    # a killed writer's temporary files are named after it: .<name>.tmp-<pid>-<random> (colbert_az_pylate.files)
+    assert all(re.fullmatch(rf"\..+\.tmp-{process.pid}-[0-9a-f]{{8}}", name) for name in leftovers), leftovers
 
     rerun = subprocess.run([sys.executable, "-m", "colbert_az_pylate", *arguments, "--out", str(out), "--json"],
                            capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
