@@ -1,4 +1,5 @@
-"""The ``colbert-az`` command: convert, verify, export, evaluate, train, encode, index, search, demo, serve.
+"""The ``colbert-az`` command: convert, verify, export, evaluate, rerank, train, encode, index, search, demo,
+serve.
 
 Human summaries by default, ``--json`` for machines; progress goes to stderr. Exit codes: 0 success, 1 parity
 failed, 2 bad input or the system's refusal (one ``error:`` line saying what is wrong and what to do: a read-only
@@ -422,6 +423,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerank(args: argparse.Namespace) -> int:
+    check_count(args.batch_size, "--batch-size")
+    if args.top_k is not None:
+        check_count(args.top_k, "--top-k")
+    from colbert_az_pylate.evaluation import rerank_run as reranking
+
+    step = _progress(not args.json)
+    # every input is read and checked before the model (and torch) loads
+    candidates = reranking.read_candidates(args.candidates)
+    queries, corpus = reranking.read_queries_and_corpus(args.queries, args.corpus)
+    kept = {query: docs[: args.top_k] if args.top_k else docs for query, docs in candidates.items()}
+    reranking.check_candidates(kept, queries, corpus)
+    output = pathlib.Path(args.output)
+    if output.is_dir():
+        raise InvalidArgumentError(f"--output {output} is a folder; name the run file to write")
+    if not output.parent.is_dir():
+        raise InvalidArgumentError(f"--output {output}: the folder {output.parent} does not exist")
+    from colbert_az_pylate.loading import load
+
+    step(f"read {sum(map(len, kept.values()))} candidates of {len(kept)} queries; loading {args.model}")
+    model = load(args.model, encoder=args.encoder, quantize=args.quantize)
+    run = reranking.rerank_candidates(
+        model, kept, queries, corpus, batch_size=args.batch_size, show_progress_bar=not args.json
+    )
+    reranking.write_run(run, output, args.tag)
+    report = reranking.summary(run, output)
+    print(
+        json.dumps(report)
+        if args.json
+        else f"reranked {report['candidates']} candidates of {report['queries']} queries "
+        f"({report['documents_encoded']} documents encoded once) into {output}"
+    )
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -643,6 +679,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    rerank = commands.add_parser(
+        "rerank",
+        help="rerank another system's candidates (a TREC run or JSONL query_id/doc_id rows) into a TREC run",
+        description="Rerank each query's candidates by MaxSim; every distinct candidate document is encoded once.",
+    )
+    rerank.add_argument("model", metavar="MODEL", help="a converted folder, a raw colbert-az layout or a hub id")
+    rerank.add_argument("candidates", metavar="CANDIDATES", help="TREC run (qid Q0 docid rank score tag) or JSONL")
+    rerank.add_argument("--queries", required=True, help="BEIR queries.jsonl or AZ-MIRAGE dataset.json")
+    rerank.add_argument("--corpus", required=True, help="BEIR corpus.jsonl or AZ-MIRAGE doc_pool.json")
+    rerank.add_argument("--output", required=True, metavar="FILE", help="the reranked TREC run (written atomically)")
+    rerank.add_argument("--top-k", type=int, help="candidates kept per query, the first stage's best (default: all)")
+    rerank.add_argument("--batch-size", type=int, default=32, help="encoding batch size (default: 32)")
+    rerank.add_argument("--tag", default="colbert-az", help="the run name in the last column (default: colbert-az)")
+    add_encoder_arguments(rerank)
+    rerank.add_argument("--json", action="store_true", help="print a JSON summary (and no progress bars)")
+    rerank.set_defaults(handler=cmd_rerank)
 
     train = commands.add_parser(
         "train",

@@ -207,20 +207,8 @@ def load_beir(folder: str | Path, split: str = "test") -> EvaluationData:
     ({'d1': 'Bakı paytaxt'}, {'q1': {'d1': 1}}, ['1 qrels lines name documents missing from the corpus (left out)'])
     """
     folder = Path(folder)
-    corpus: dict[str, str] = {}
-    for number, row in _read_jsonl(folder / "corpus.jsonl"):
-        if "_id" not in row:
-            raise DataFormatError(f"{folder / 'corpus.jsonl'} line {number} has no _id")
-        where = f"{folder / 'corpus.jsonl'} line {number}"
-        parts = [_text(row.get(key) or "", key, where) for key in ("title", "text")]
-        text = " ".join(part for part in parts if part).strip()
-        _put(corpus, str(row["_id"]), text, f"corpus.jsonl line {number}")
-    queries: dict[str, str] = {}
-    for number, row in _read_jsonl(folder / "queries.jsonl"):
-        if "_id" not in row or "text" not in row:
-            raise DataFormatError(f"{folder / 'queries.jsonl'} line {number} needs _id and text")
-        text = _text(row["text"], "text", f"{folder / 'queries.jsonl'} line {number}")
-        _put(queries, str(row["_id"]), text, f"queries.jsonl line {number}")
+    corpus = load_beir_corpus(folder / "corpus.jsonl")
+    queries = load_beir_queries(folder / "queries.jsonl")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise DataFormatError(f"{qrels_path} does not exist; pass the split that has a qrels file")
@@ -252,6 +240,60 @@ def load_beir(folder: str | Path, split: str = "test") -> EvaluationData:
     if missing_queries:
         notes.append(f"{missing_queries} qrels lines name queries missing from queries.jsonl (left out)")
     return EvaluationData({q: queries[q] for q in qrels}, corpus, qrels, notes)
+
+
+def load_beir_corpus(path: str | Path) -> dict[str, str]:
+    """A BEIR ``corpus.jsonl`` (``_id``, ``title``, ``text``): document id → title and text joined by a space.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file and line at fault (no ``_id``, a non-text field, a repeated id).
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "corpus.jsonl").write_text(json.dumps({"_id": 1, "title": "Bakı", "text": "paytaxt"}))
+    ...     load_beir_corpus(Path(tmp) / "corpus.jsonl")
+    {'1': 'Bakı paytaxt'}
+    """
+    path = Path(path)
+    corpus: dict[str, str] = {}
+    for number, row in _read_jsonl(path):
+        if "_id" not in row:
+            raise DataFormatError(f"{path} line {number} has no _id")
+        where = f"{path} line {number}"
+        parts = [_text(row.get(key) or "", key, where) for key in ("title", "text")]
+        text = " ".join(part for part in parts if part).strip()
+        _put(corpus, str(row["_id"]), text, f"{path.name} line {number}")
+    return corpus
+
+
+def load_beir_queries(path: str | Path) -> dict[str, str]:
+    """A BEIR ``queries.jsonl`` (``_id``, ``text``): query id → text.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file and line at fault.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "paytaxt"}))
+    ...     load_beir_queries(Path(tmp) / "queries.jsonl")
+    {'q1': 'paytaxt'}
+    """
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for number, row in _read_jsonl(path):
+        if "_id" not in row or "text" not in row:
+            raise DataFormatError(f"{path} line {number} needs _id and text")
+        text = _text(row["text"], "text", f"{path} line {number}")
+        _put(queries, str(row["_id"]), text, f"{path.name} line {number}")
+    return queries
 
 
 def _grade(text: str) -> int | None:
