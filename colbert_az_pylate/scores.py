@@ -60,6 +60,20 @@ def packed_maxsim_scores(query: np.ndarray, vectors: np.ndarray, starts: np.ndar
     return np.maximum.reduceat(similarity, starts, axis=1).sum(axis=0)
 
 
+def rerank_scores(query: np.ndarray, documents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, scores)`` of ``documents`` (one token matrix each) for one query: MaxSim per document and the
+    positions best first, ties kept in the order given. The rule of every rerank (in process, served, a run file).
+
+    >>> q = np.array([[1.0, 0.0]], dtype=np.float32)
+    >>> order, scores = rerank_scores(q, [np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]])])
+    >>> order.tolist(), scores.tolist()
+    ([1, 2, 0], [0.0, 1.0, 1.0])
+    """
+    starts = np.cumsum([0] + [len(matrix) for matrix in documents[:-1]])
+    scores = packed_maxsim_scores(np.asarray(query), np.concatenate(documents), starts)
+    return np.argsort(-scores, kind="stable"), scores
+
+
 def _similarities(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """``rows @ vectors.T`` in float32 on torch's thread pool, the one the encoder uses (threads.py: no second
     BLAS pool spinning beside it)."""

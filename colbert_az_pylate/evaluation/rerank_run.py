@@ -13,8 +13,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, check_count, first_line
 from colbert_az_pylate.evaluation.data import _read_jsonl, load_az_mirage, load_beir_corpus, load_beir_queries
 
@@ -280,7 +278,7 @@ def rerank_candidates(
     """
     from colbert_az_pylate.evaluation.retrieval import _encode
     from colbert_az_pylate.loading import resolve_model
-    from colbert_az_pylate.scores import packed_maxsim_scores
+    from colbert_az_pylate.scores import rerank_scores
 
     batch_size = check_count(batch_size, "batch_size")
     if top_k is not None:
@@ -295,9 +293,7 @@ def rerank_candidates(
     result = RerankedRun(documents_encoded=len(documents))
     for (query, docs), query_matrix in zip(kept.items(), query_vectors, strict=True):
         chosen = [vectors[position[doc]] for doc in docs]
-        starts = np.cumsum([0] + [len(v) for v in chosen[:-1]])
-        scores = packed_maxsim_scores(query_matrix, np.concatenate(chosen), starts)
-        order = np.argsort(-scores, kind="stable")  # as retrieval.rerank: ties keep the first stage's order
+        order, scores = rerank_scores(query_matrix, chosen)  # as retrieval.rerank: ties keep the first stage's order
         result.ranking[query] = [(docs[i], float(scores[i])) for i in order]
         result.candidates += len(docs)
     return result

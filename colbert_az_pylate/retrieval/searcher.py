@@ -35,7 +35,7 @@ from colbert_az_pylate.retrieval.passages import (
     passage_id,
 )
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
-from colbert_az_pylate.scores import packed_maxsim_scores
+from colbert_az_pylate.scores import rerank_scores
 from colbert_az_pylate.signature import ModelSignature
 
 
@@ -122,9 +122,7 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     model, _ = resolve_model(model)
     query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
     vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
-    starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
-    scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
-    order = np.argsort(-scores, kind="stable")
+    order, scores = rerank_scores(query_vectors, list(vectors))
     return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
 
 

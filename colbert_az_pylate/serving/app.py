@@ -307,9 +307,8 @@ class _Service:
         """MaxSim of the encoded query against each of ``texts`` (``/v1/rerank``) and the documents' token count:
         the documents encoded in chunks behind queries (at the level of writes, ahead of bulk embeddings), scored
         as :func:`~colbert_az_pylate.retrieval.rerank` scores them."""
-        import numpy as np
 
-        from colbert_az_pylate.scores import packed_maxsim_scores
+        from colbert_az_pylate.scores import rerank_scores
 
         def encode(chunk: list[str]) -> list:
             return list(
@@ -319,8 +318,7 @@ class _Service:
             )
 
         vectors = self._document_chunks(texts, WRITES, encode, stop)
-        starts = np.cumsum([0] + [len(v) for v in vectors[:-1]])
-        scores = packed_maxsim_scores(np.asarray(query_vectors), np.concatenate(vectors), starts)
+        _, scores = rerank_scores(query_vectors, vectors)
         return scores, sum(len(v) for v in vectors)
 
     def _encode_for_write(self, texts) -> list:
