@@ -243,11 +243,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     check_count(args.pool_factor, "--pool-factor")
     if args.overlap < 0:
         raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
-    from colbert_az_pylate.retrieval.corpus import read_corpus
-    from colbert_az_pylate.retrieval.encoding import encode_corpus
+    from colbert_az_pylate.retrieval.corpus import check_metadata, read_corpus
 
     step = _progress(not args.json)
     corpus = read_corpus(args.corpus, id_column=args.id_column, text_column=args.text_column, split=args.split)
+    check_metadata(corpus.metadata or None, corpus.ids)  # before anything is written or torch is imported
+    from colbert_az_pylate.retrieval.encoding import encode_corpus  # torch: only once the corpus is known to be good
+
     step(f"read {len(corpus)} documents from {args.corpus}; loading {args.model}")
     model = args.model
     if args.encoder != "torch":  # ONNX Runtime / OpenVINO on the CPU (every rank on its own cores)

@@ -119,16 +119,18 @@ def test_convert_and_export_folders_get_the_umask_mode_not_0700(checkpoints, tmp
         assert oct(path.stat().st_mode & 0o777) == oct(0o750), path
 
 
-def test_a_bad_corpus_is_refused_before_torch_is_imported(tmp_path):
+@pytest.mark.parametrize("command", ["index", "encode"])
+def test_a_bad_corpus_is_refused_before_torch_is_imported(tmp_path, command):
     import subprocess
     import sys
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"id": "a", "text": "Bakı"}\n{"id": "a", "text": "Gəncə"}\n', encoding="utf-8")
+    output = ["--index" if command == "index" else "--out", str(tmp_path / "index")]
     code = (
         "import sys\n"
         "from colbert_az_pylate.cli import main\n"
-        f"code = main(['index', 'no-such-model', {str(corpus)!r}, '--index', {str(tmp_path / 'index')!r}])\n"
+        f"code = main([{command!r}, 'no-such-model', {str(corpus)!r}, *{output!r}])\n"
         "print(code, 'torch' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
