@@ -536,6 +536,20 @@ def test_serve_url_names_a_qdrant_collection_and_an_unreachable_server_is_one_li
 
 
 # ------------------------------------------------------------------------------------------------ scale-out
+def _await_health(process, client: httpx.Client, timeout: float = 120) -> None:
+    """Poll ``/health`` until the served command answers; if it exits first, fail with the tail of its stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_two_worker_processes_answer_every_request_of_concurrent_clients_correctly(model, tmp_path):
     """The real command with ``--workers 2`` (each worker its own model and read-only view of the index): eight
@@ -561,16 +575,7 @@ def test_two_worker_processes_answer_every_request_of_concurrent_clients_correct
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+            _await_health(process, client)
 
             def client_loop(number: int) -> list[str]:
                 problems = []
@@ -626,16 +631,7 @@ def test_a_server_whose_stderr_nobody_reads_keeps_answering_and_its_log_is_not_l
     requests = 2000  # about 200 KB of access lines: three times what the pipe holds
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as client:
-            deadline = time.monotonic() + 120
-            while True:
-                assert process.poll() is None, "the server exited"
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+            _await_health(process, client)
             statuses = [client.get("/health").status_code for _ in range(requests)]  # a 20 s timeout each
             assert statuses == [200] * requests
             assert client.post("/search", json={"queries": ["Bakı"], "k": 1}).status_code == 200
