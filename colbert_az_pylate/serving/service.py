@@ -1,0 +1,329 @@
+"""The service behind the endpoints (:class:`SearchService`): the searcher(s), locks, pools and batcher.
+
+Searches run at once in a bounded pool of threads, sharing the index under a readers-writer lock whose exclusive
+side is taken only to refresh the searches' read-only view to a new commit (or, for a store the searches share, to
+write it), briefly. Query encodings are micro-batched and served ahead of document encodings, which hold the model
+about 16 queries' worth of tokens at a time.
+"""
+
+import asyncio
+import copy
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from colbert_az_pylate.retrieval.backends import BACKENDS
+from colbert_az_pylate.serving.answers import results_json
+from colbert_az_pylate.serving.batching import MicroBatcher
+from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock
+from colbert_az_pylate.serving.limits import ClientError, ServeLimits
+from colbert_az_pylate.threads import thread_policy
+
+__all__ = ["ExclusiveWrites", "SearchService"]
+
+log = logging.getLogger("colbert_az_pylate.serve")
+
+
+class SearchService:
+    """The searcher(s), locks, pools and batcher behind the endpoints (blocking methods run in worker threads)."""
+
+    BULK_QUEUE = 4  # document-embedding requests that may wait for the one in progress; more are answered 503
+
+    def __init__(
+        self,
+        searcher,
+        *,
+        writable: bool,
+        limits: ServeLimits,
+        batch_wait_ms: float,
+        max_batch: int,
+        search_threads: int | None = None,
+    ):
+        self.limits = limits
+        self.backend = searcher.backend
+        self.folder = Path(searcher.folder)
+        recorded = searcher.signature.name  # a local model is named by its folder's name: no server paths
+        self.model_names = {recorded, Path(recorded).name}
+        self.model_name = Path(recorded).name if Path(recorded).is_absolute() or Path(recorded).exists() else recorded
+        self.model_lock = PriorityLock()  # one encoding at a time (model and tokenizer are shared), queries first
+        self.write_lock = threading.Lock()  # one write at a time
+        self.index_lock = ReadWriteLock()  # searches share the index; a refresh (or a shared store's write) is alone
+        self.refresh_lock = threading.Lock()
+        self.compacting = False
+        self.local = threading.local()
+        self.searches = 0  # searches in flight (counted on the event loop): bulk document encodings step aside
+        self.search_threads = search_threads or max(2, os.cpu_count() or 2)
+        self.search_pool = ThreadPoolExecutor(self.search_threads, thread_name_prefix="colbert-az-search")
+        self.bulk_slot = asyncio.Semaphore(1)  # document embeddings: one request at a time
+        self.bulk_waiting = 0
+        store = searcher.index_store
+        self.writer = copy.copy(searcher) if writable else None
+        self.read_only_reason = (
+            f"this server is read-only: a {BACKENDS[self.backend].title} index is built once; rebuild it with "
+            "`colbert-az index ... --override` to change it"
+            if not searcher.backend_type.updatable
+            else "this server is read-only; writes need a single-worker server started with a key"
+        )
+        self.reader = copy.copy(searcher)
+        self.commits = bool(store is not None and store.commits)  # readers see a commit after a refresh
+        if self.commits:
+            if writable:  # a read-only view: searches read committed state and never wait for a write
+                self.reader.index_store = type(store).open_for_searcher(
+                    self.folder,
+                    signature=searcher.signature,
+                    embedding_size=searcher.embedding_size,
+                    override=False,
+                    read_only=True,
+                    show_progress=False,
+                    url=None,
+                    api_key=None,
+                    settings={},
+                )
+            self.seen = self._commit_state()
+        self.shared_store = writable and self.reader.index_store is store and not self.commits
+        self.reader.encode_queries = self._embeddings_of_this_request  # the batcher encoded them already
+        model = self.reader.model
+        self.query_length = int(getattr(model, "query_length", 32) or 32)
+        self.document_length = int(getattr(model, "document_length", 256) or 256)
+        # texts per model hold for documents: about 16 queries' worth of tokens (512 for colbert-az), so a query
+        # that arrives meanwhile waits for one such chunk at most
+        self.document_chunk = max(1, min(max_batch, 16) * self.query_length // self.document_length)
+        if self.writer is not None:
+            self.writer.show_progress_bar = False
+            self.writer.encode_documents = self._encode_for_write  # in chunks, behind waiting queries
+            if self.shared_store:  # the store's writes alone, not the encoding before them, exclude searches
+                self.writer.index_store = ExclusiveWrites(store, self.index_lock)
+        self.reader.show_progress_bar = False
+        self.unencoded = 0  # query requests not encoded yet: a lone one does not wait for company
+        self.batcher = MicroBatcher(
+            self._encode_queries, wait_ms=batch_wait_ms, max_batch=max_batch, company=lambda: self.unencoded > 1
+        )
+        self.encoder = getattr(model[0].auto_model, "description", "torch")
+        self.refreshing = False
+        self.counted_at = 0.0
+        self.counters = self._count()
+
+    def close(self) -> None:
+        self.search_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- encoding
+    def _encode_queries(self, texts: list[str]) -> list:
+        with self.model_lock.hold(QUERIES):
+            return list(
+                self.reader.model.encode(
+                    texts,
+                    is_query=True,
+                    batch_size=max(len(texts), 1),
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                )
+            )
+
+    def _document_chunks(
+        self, texts: list[str], level: int, encode: Callable[[list[str]], list], stop: threading.Event | None = None
+    ) -> list:
+        """``encode`` over ``texts`` one chunk per model hold, so a waiting query batch never waits for more than
+        one chunk; bulk work (``level`` BULK) also steps aside while searches are in flight (1 s at most), and
+        ends before its next chunk once ``stop`` is set (its client has gone)."""
+        vectors: list = []
+        defer = (lambda: self.searches > 0) if level == BULK else None
+        for start in range(0, len(texts), self.document_chunk):
+            with self.model_lock.hold(level, defer=defer):
+                if stop is not None and stop.is_set():
+                    raise ClientError(499, "the client disconnected; its request was dropped")
+                vectors.extend(encode(texts[start : start + self.document_chunk]))
+        return vectors
+
+    def encode_documents(self, texts: list[str], stop: threading.Event | None = None) -> list:
+        """Document vectors for ``/v1/embeddings`` (``is_query: false``): bulk work, behind queries and writes."""
+
+        def encode(chunk: list[str]) -> list:
+            return list(
+                self.reader.model.encode(
+                    chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
+                )
+            )
+
+        return self._document_chunks(texts, BULK, encode, stop)
+
+    def rerank_scores(self, query_vectors, texts: list[str], stop: threading.Event | None = None):
+        """MaxSim of the encoded query against each of ``texts`` (``/v1/rerank``) and the documents' token count:
+        the documents encoded in chunks behind queries (at the level of writes, ahead of bulk embeddings), scored
+        as :func:`~colbert_az_pylate.retrieval.rerank` scores them."""
+
+        from colbert_az_pylate.scores import rerank_scores  # imports torch: not with the package
+
+        def encode(chunk: list[str]) -> list:
+            return list(
+                self.reader.model.encode(
+                    chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
+                )
+            )
+
+        vectors = self._document_chunks(texts, WRITES, encode, stop)
+        _, scores = rerank_scores(query_vectors, vectors)
+        return scores, sum(len(v) for v in vectors)
+
+    def _encode_for_write(self, texts) -> list:
+        from colbert_az_pylate.retrieval.searcher import encode_document_vectors  # numpy, tqdm: not with the package
+
+        writer = self.writer
+
+        def encode(chunk: list[str]) -> list:
+            return encode_document_vectors(writer.model, chunk, writer.batch_size, writer.pool_factor, False)
+
+        return self._document_chunks(list(texts), WRITES, encode)
+
+    def _embeddings_of_this_request(self, queries) -> list:
+        return self.local.embeddings
+
+    # -- reading
+    def _commit_state(self):
+        return self.reader.index_store.commit_state()
+
+    def stale(self) -> bool:
+        """Whether a commit was made since the searches' view was refreshed (one ``stat``, no lock)."""
+        return self.commits and self._commit_state() != self.seen
+
+    def refresh(self) -> None:
+        """Move the searches' view to the latest commit, alone (they wait, briefly); cheap when nothing changed."""
+        if not self.stale():
+            return
+        with self.refresh_lock:  # one refresher; the others find it done
+            state = self._commit_state()
+            if state == self.seen:
+                return
+            with self.index_lock.write():
+                self.reader.index_store.refresh()
+                self.seen = state
+            with self.index_lock.read():  # counting reads every id (passages): beside the searches, not alone
+                self.counters = self._count()
+
+    def refresh_soon(self) -> None:
+        """Bring the counters of ``/health`` up to date in the background, without waiting: after another
+        process's commit (Voyager), or once a second (other backends, which say nothing of their commits)."""
+        if self.refreshing:
+            return
+        if not (self.stale() if self.commits else time.monotonic() - self.counted_at > 1.0):
+            return
+        self.refreshing = True
+
+        def run() -> None:
+            try:
+                if self.commits:
+                    self.refresh()
+                else:
+                    with self.index_lock.read():
+                        self.counters = self._count()
+            except Exception as exc:  # the next search says what is wrong; health keeps the last counters
+                log.warning("could not refresh the index counters: %s", self.public_message(str(exc)))
+            finally:
+                self.refreshing = False
+
+        try:
+            self.search_pool.submit(run)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self.refreshing = False
+
+    def _count(self) -> dict:
+        """What ``/health`` says of the index (computed when it changes, read by ``/health`` without a lock)."""
+        self.counted_at = time.monotonic()
+        return {
+            "documents": len(self.reader),
+            "commit": getattr(self.reader.index_store, "generation", None),
+        }
+
+    def search(self, queries: list[str], embeddings: list, k: int, exact: bool | None, group_by: str, subset) -> bytes:
+        """The answer of ``/search``, serialised (outside the lock)."""
+        self.refresh()
+        with self.index_lock.read():
+            self.local.embeddings = embeddings
+            try:
+                ranked = self.reader.search(queries, k=k, exact=exact, group_by=group_by, subset=subset)
+            finally:
+                self.local.embeddings = None
+        return results_json(queries, ranked, self.limits.max_response_bytes)
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "model": self.model_name,
+            "backend": self.backend,
+            "encoder": self.encoder,
+            **self.counters,
+            "writable": self.writer is not None,
+            "query_batches": {"forward_passes": self.batcher.calls, "queries": self.batcher.texts},
+            "searches_in_flight": self.searches,
+            "threads": thread_policy(),
+        }
+
+    # -- writing
+    def write(self, action: Callable[[Any], Any], encodes: bool = True) -> int | None:
+        if self.writer is None:
+            raise ClientError(403, self.read_only_reason)
+        if self.compacting:
+            raise ClientError(409, "the index is being compacted; retry in a moment", {"Retry-After": "1"})
+        with self.write_lock:
+            if self.commits:
+                self.writer.index_store.refresh()  # nothing else writes, but be exact about what we replace
+            try:
+                action(self.writer)  # encodes in chunks behind queries; a shared store's commit excludes searches
+            finally:
+                if self.shared_store:
+                    with self.index_lock.read():
+                        self.counters = self._count()
+            commit = getattr(self.writer.index_store, "generation", None)
+        self.refresh()  # here, not in the next search: health and searches see the commit at once
+        return commit
+
+    def compact(self) -> int | None:
+        if self.writer is None:
+            raise ClientError(403, self.read_only_reason)
+        if not callable(getattr(self.writer.index_store, "compact", None)):
+            raise ClientError(400, f"compaction is for Voyager indexes; this one is {self.backend}")
+        if not self.write_lock.acquire(blocking=False):
+            raise ClientError(409, "a write is in progress; retry the compaction in a moment", {"Retry-After": "1"})
+        try:
+            self.compacting = True
+            self.writer.index_store.compact()
+            commit = self.writer.index_store.generation
+        finally:
+            self.compacting = False
+            self.write_lock.release()
+        self.refresh()
+        return commit
+
+    def public_message(self, message: str) -> str:
+        """A message without the server's paths: the index folder is named by its name only."""
+        for path in {str(self.folder.resolve()), str(self.folder)}:
+            message = message.replace(path, self.folder.name)
+        return message
+
+
+class ExclusiveWrites:
+    """A store whose writes hold the index lock alone (a store that the searches read too, such as Qdrant's)."""
+
+    def __init__(self, store, lock: ReadWriteLock) -> None:
+        self._store, self._lock = store, lock
+
+    def add_documents(self, *args, **kwargs):
+        with self._lock.write():
+            return self._store.add_documents(*args, **kwargs)
+
+    def remove_documents(self, *args, **kwargs):
+        with self._lock.write():
+            return self._store.remove_documents(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    def __contains__(self, document_id) -> bool:
+        return document_id in self._store
+
+    def __len__(self) -> int:
+        return len(self._store)
