@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from colbert_az_pylate import cli
+from colbert_az_pylate.cli import dispatcher
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError
 
 
@@ -29,7 +30,7 @@ def _with_handler(monkeypatch, handler):
         return args
 
     monkeypatch.setattr(parser, "parse_args", parse)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(dispatcher, "build_parser", lambda: parser)  # the name main() reads
 
 
 def test_help_and_argument_errors_do_not_import_torch():

@@ -10,6 +10,7 @@ import pytest
 from extras import require_extra
 
 from colbert_az_pylate import cli
+from colbert_az_pylate.cli import dispatcher
 
 
 def _one_error_line(capsys) -> str:
@@ -47,7 +48,7 @@ def _raising(monkeypatch, exc):
         return args
 
     monkeypatch.setattr(parser, "parse_args", parse)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(dispatcher, "build_parser", lambda: parser)  # the name main() reads
 
 
 @pytest.mark.parametrize(

@@ -178,13 +178,13 @@ def test_a_backend_written_once_refuses_writes_and_exact_ranking_through_the_con
         searcher.delete(["0"])
     # served: read-only whatever the flags, and the start line says why (not "read-write")
     from colbert_az_pylate.cli import build_parser
-    from colbert_az_pylate.serving.cli import _settings
+    from colbert_az_pylate.cli.serve import server_settings
 
     key = tmp_path / "serve.key"
     key.write_text("k" * 40)
     key.chmod(0o600)
     args = build_parser().parse_args(["serve", str(tmp_path / "plaid"), "--api-key-file", str(key)])
-    settings = _settings(args)
+    settings = server_settings(args)
     assert settings["writable"] is False and settings["built_once"] == "PLAID"
     from fastapi.testclient import TestClient
 

@@ -505,7 +505,7 @@ def test_serve_refuses_unsafe_or_impossible_connection_settings_in_one_line(tmp_
 
 def test_serve_url_names_a_qdrant_collection_and_an_unreachable_server_is_one_line(capsys, monkeypatch):
     require_extra("qdrant_client", "qdrant")
-    from colbert_az_pylate.serving import cli as serve_cli
+    from colbert_az_pylate.cli import serve as serve_cli
 
     opened = {}
 

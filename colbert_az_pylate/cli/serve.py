@@ -1,4 +1,5 @@
-"""``colbert-az serve``: its arguments and its command. Importing this module imports neither FastAPI nor torch."""
+"""``colbert-az serve``: its arguments and its command (and the app each ``--workers`` process builds).
+Importing this module imports neither FastAPI nor torch."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import queue
 import stat
 import sys
 
-from colbert_az_pylate.cli_arguments import add_encoder_arguments
+from colbert_az_pylate.cli.common import add_encoder_arguments
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count, first_line
+from colbert_az_pylate.retrieval.backends import BACKENDS
+from colbert_az_pylate.retrieval.folders import detect_backend
 from colbert_az_pylate.serving.app import AllowedHosts, check_api_key
 
 KEY_ENV = "COLBERT_AZ_API_KEY"
@@ -35,7 +38,7 @@ LIMIT_FLAGS = {
 ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
-def add_serve_parser(commands) -> argparse.ArgumentParser:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the ``colbert-az`` sub-commands."""
     serve = commands.add_parser(
         "serve",
@@ -45,6 +48,19 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         f"--api-key-file (or ${KEY_ENV}); without one the server is read-only. Never put the key on the command line.",
     )
     serve.add_argument("index", help="index folder (any backend; written by `colbert-az index`)")
+    _add_address_arguments(serve)
+    serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
+    add_encoder_arguments(serve, "what encodes queries and added documents")
+    _add_access_arguments(serve)
+    _add_throughput_arguments(serve)
+    for field, (flag, default, meaning) in LIMIT_FLAGS.items():
+        serve.add_argument(flag, dest=field, type=int, default=default, help=f"{meaning} (default {default})")
+    _add_connection_limits(serve.add_argument_group("connection limits"))
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _add_address_arguments(serve: argparse.ArgumentParser) -> None:
+    """Where the server listens, the Host names it answers and the Qdrant server it may serve from."""
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)"
     )
@@ -66,8 +82,10 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         metavar="VAR",
         help="environment variable holding the Qdrant server's API key (default: QDRANT_API_KEY, when set)",
     )
-    serve.add_argument("--model", help="model to encode with (default: the one recorded in the index)")
-    add_encoder_arguments(serve, "what encodes queries and added documents")
+
+
+def _add_access_arguments(serve: argparse.ArgumentParser) -> None:
+    """Who may read and write: the API key (from a file, never a flag) and read-only serving."""
     serve.add_argument(
         "--api-key-file",
         metavar="FILE",
@@ -82,6 +100,10 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         help="accept writes without a key (only where every client that can reach the port is trusted)",
     )
     serve.add_argument("--read-only", action="store_true", help="refuse writes; another process may write the index")
+
+
+def _add_throughput_arguments(serve: argparse.ArgumentParser) -> None:
+    """Worker processes, micro-batching of queries and concurrent searches."""
     serve.add_argument(
         "--workers",
         type=int,
@@ -101,9 +123,10 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
         default=None,
         help="searches run at once, at most; more wait their turn (default: the CPU cores, at least 2)",
     )
-    for field, (flag, default, meaning) in LIMIT_FLAGS.items():
-        serve.add_argument(flag, dest=field, type=int, default=default, help=f"{meaning} (default {default})")
-    connections = serve.add_argument_group("connection limits")
+
+
+def _add_connection_limits(connections: argparse._ArgumentGroup) -> None:
+    """How long a client may take and how many may connect (uvicorn's, bounded here)."""
     connections.add_argument(
         "--header-timeout",
         type=float,
@@ -131,8 +154,6 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     connections.add_argument(
         "--backlog", type=int, default=2048, help="connections waiting to be accepted, at most (default 2048)"
     )
-    serve.set_defaults(handler=cmd_serve)
-    return serve
 
 
 def read_api_key(path: str | None) -> str | None:
@@ -184,8 +205,8 @@ def _positive(value: float, flag: str, zero: bool = False) -> float:
     return float(value)
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    """Every setting of the server, checked, as plain JSON values (what each worker process receives)."""
+def _check_numbers(args: argparse.Namespace) -> None:
+    """The counts, timeouts, port and batch wait of ``serve``, each in its range (one line naming the flag)."""
     check_count(args.workers, "--workers")
     check_count(args.max_batch, "--max-batch")
     if args.search_threads is not None:
@@ -199,6 +220,22 @@ def _settings(args: argparse.Namespace) -> dict:
         raise InvalidArgumentError(f"--port must be 0-65535, got {args.port}")
     if not args.batch_wait_ms >= 0 or args.batch_wait_ms > 1000:
         raise InvalidArgumentError(f"--batch-wait-ms must be 0-1000 milliseconds, got {args.batch_wait_ms}")
+
+
+def _built_once_title(index: str) -> str | None:
+    """The title of ``index``'s backend when it is written once (PLAID: served read-only, whatever the flags)."""
+    try:
+        backend = detect_backend(index)
+    except ColbertAzError:  # not an index: Searcher.open says so in its own words, when it opens it
+        return None
+    if backend is None or BACKENDS[backend].updatable:
+        return None
+    return BACKENDS[backend].title
+
+
+def server_settings(args: argparse.Namespace) -> dict:
+    """Every setting of the server, checked, as plain JSON values (what each worker process receives)."""
+    _check_numbers(args)
     limits = {field: check_count(getattr(args, field), flag) for field, (flag, _, _) in LIMIT_FLAGS.items()}
     hosts = allowed_hosts(args.host, args.allowed_host)
     AllowedHosts(hosts)  # each one a name, *.domain or *
@@ -217,17 +254,9 @@ def _settings(args: argparse.Namespace) -> dict:
             "(or give --url to serve a Qdrant server's collection)"
         )
     writable = not args.read_only and args.workers == 1 and (key is not None or args.allow_unauthenticated_writes)
-    built_once = None  # the title of a backend that is written once (PLAID): served read-only, whatever the flags
-    if args.url is None:
-        from colbert_az_pylate.retrieval.backends import BACKENDS
-        from colbert_az_pylate.retrieval.folders import detect_backend
-
-        try:
-            backend = detect_backend(args.index)
-        except ColbertAzError:  # not an index: Searcher.open says so in its own words, when it opens it
-            backend = None
-        if backend is not None and not BACKENDS[backend].updatable:
-            writable, built_once = False, BACKENDS[backend].title
+    built_once = None if args.url is not None else _built_once_title(args.index)
+    if built_once is not None:
+        writable = False
     return {
         "built_once": built_once,
         "index": args.index,
@@ -270,7 +299,7 @@ def _open_searcher(settings: dict):
 
 
 def build_app(settings: dict):
-    """The app for ``settings`` (see :func:`_settings`), model and index loaded."""
+    """The app for ``settings`` (see :func:`server_settings`), model and index loaded."""
     from colbert_az_pylate.serving.app import ServeLimits, create_app
 
     searcher = _open_searcher(settings)
@@ -382,7 +411,7 @@ def check_port_free(host: str, port: int) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``colbert-az serve`` until interrupted."""
-    settings = _settings(args)
+    settings = server_settings(args)
     try:
         import uvicorn
     except ImportError as exc:
@@ -417,7 +446,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ[WORKER_ENV] = json.dumps(settings)
         os.environ[HEADER_TIMEOUT_ENV] = str(args.header_timeout)
         common["http"] = "colbert_az_pylate.serving.protocol:GuardedH11Protocol"
-        uvicorn.run("colbert_az_pylate.serving.cli:worker_app", factory=True, workers=args.workers, **common)
+        uvicorn.run("colbert_az_pylate.cli.serve:worker_app", factory=True, workers=args.workers, **common)
         return 0
     uvicorn.run(build_app(settings), **common)
     return 0
