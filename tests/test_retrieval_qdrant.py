@@ -433,10 +433,10 @@ def test_guarded_reopen_searches_as_before_and_other_qdrant_use_is_untouched(tmp
     reopened.close()
     assert persistence.pickle is pickle
     # inside a guarded call, a thread that is not ours still unpickles with the ordinary pickle
-    from colbert_az_pylate.retrieval.qdrant_index import _guarded
+    from colbert_az_pylate.retrieval.qdrant_guard import guarded
 
     seen = []
-    with _guarded(tmp_path / "q"):
+    with guarded(tmp_path / "q"):
         assert persistence.pickle is not pickle
         worker = threading.Thread(target=lambda: seen.append(persistence.pickle.loads(pickle.dumps({1, 2}))))
         worker.start()
@@ -444,3 +444,50 @@ def test_guarded_reopen_searches_as_before_and_other_qdrant_use_is_untouched(tmp
         with pytest.raises(IndexFormatError):
             persistence.pickle.loads(pickle.dumps(_Planted((os.system, ("true",)))))
     assert seen == [{1, 2}] and persistence.pickle is pickle
+
+
+def _interrupt_upload(index, monkeypatch, after: int) -> list[int]:
+    """Make the index's upload request number ``after + 1`` raise KeyboardInterrupt (as Ctrl-C would)."""
+    upsert, sent = index.client.upsert, []
+
+    def interrupted(*args, **kwargs):
+        if len(sent) == after:
+            raise KeyboardInterrupt
+        sent.append(len(kwargs["points"]))
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(index.client, "upsert", interrupted)
+    return sent
+
+
+def test_ctrl_c_during_add_documents_removes_what_the_call_added_and_the_rerun_works(index, monkeypatch):
+    index.add_documents(["kept"], _documents(1, seed=9), payloads=[{"v": 1}])
+    ids, documents = [f"d{i}" for i in range(10)], _documents(10)
+    sent = _interrupt_upload(index, monkeypatch, after=3)
+    with pytest.raises(KeyboardInterrupt):
+        index.add_documents(ids, documents, batch_size=2)
+    assert sent == [2, 2, 2] and len(index) == 1 and "kept" in index  # 6 points were written, all removed
+    monkeypatch.undo()
+    index.add_documents(ids, documents, batch_size=2)  # the rerun is not refused
+    assert len(index) == 11
+
+
+def test_ctrl_c_during_an_upsert_removes_only_new_documents(index, monkeypatch):
+    index.add_documents(["a", "b"], _documents(2, seed=9))
+    sent = _interrupt_upload(index, monkeypatch, after=1)
+    with pytest.raises(KeyboardInterrupt):
+        index.add_documents(["a", "n1", "n2", "n3"], _documents(4), batch_size=2, upsert=True)
+    assert sent == [2] and len(index) == 2 and "a" in index and "b" in index and "n1" not in index
+
+
+def test_ctrl_c_inside_a_batch_removes_every_write_of_the_batch(index, monkeypatch):
+    sent = _interrupt_upload(index, monkeypatch, after=2)
+    with pytest.raises(KeyboardInterrupt), index.batch():
+        index.write_entries(["a", "b"], _documents(2), [{}, {}], upsert=False, stale=[])
+        index.write_entries(["c", "d"], _documents(2, seed=2), [{}, {}], upsert=False, stale=[])
+        index.write_entries(["e", "f"], _documents(2, seed=3), [{}, {}], upsert=False, stale=[])
+    assert sent == [2, 2] and len(index) == 0
+    monkeypatch.undo()
+    with index.batch():
+        index.write_entries(["a", "b"], _documents(2), [{}, {}], upsert=False, stale=[])
+    assert len(index) == 2

@@ -151,3 +151,24 @@ def test_an_unreachable_server_is_one_line_from_search(capsys):
     assert main(["search", "laws", "q", "--url", f"http://127.0.0.1:{port}"]) == EXIT_BAD_INPUT
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: cannot reach the Qdrant server") and "start the server" in last
+
+
+def test_an_interrupted_index_run_keeps_nothing_and_the_rerun_is_not_refused(gemma_model, tmp_path, monkeypatch):
+    """Ctrl-C part-way through `colbert-az index --backend qdrant` (Searcher.index): the points it wrote go."""
+    searcher = Searcher(gemma_model, tmp_path / "q", backend="qdrant", show_progress_bar=False, qdrant_batch_size=2)
+    upsert, sent = searcher.index_store.client.upsert, []
+
+    def interrupted(*args, **kwargs):
+        if len(sent) == 3:
+            raise KeyboardInterrupt
+        sent.append(len(kwargs["points"]))
+        return upsert(*args, **kwargs)
+
+    monkeypatch.setattr(searcher.index_store.client, "upsert", interrupted)
+    ids = [f"doc{i}" for i in range(len(CORPUS))]
+    with pytest.raises(KeyboardInterrupt):
+        searcher.index(CORPUS, ids=ids)
+    assert sent == [2, 2, 2] and len(searcher.index_store) == 0
+    monkeypatch.undo()
+    searcher.index(CORPUS, ids=ids)  # not refused: no id of the interrupted run is left in the index
+    assert len(searcher) == len(CORPUS)

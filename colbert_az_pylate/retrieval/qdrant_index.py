@@ -7,6 +7,9 @@ cosine similarity (Qdrant normalises the vectors, so a score is the model card's
 (:func:`point_id`), so any string id works and an upsert replaces the same point. The collection's metadata
 records the format and the model signature; opening a collection checks them.
 
+Parts: ``qdrant_collection`` (points, payloads, the collection and its record), ``qdrant_connection`` (clients,
+retried requests), ``qdrant_guard`` (guarded unpickling of embedded storage); this module is the public import path.
+
 ``qdrant-client`` is an optional extra (``pip install "colbert-az-pylate[qdrant]"``): it is imported only when an
 index is opened, never by the rest of the package.
 """
@@ -14,244 +17,44 @@ index is opened, never by the rest of the package.
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import os
-import pickle
-import threading
-import time
-import uuid
-import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from pylate.indexes.base import Base
 
-from colbert_az_pylate.errors import (
-    ColbertAzError,
-    IndexFormatError,
-    IndexLockedError,
-    InvalidArgumentError,
-    OutputExistsError,
-    check_count,
-    first_line,
-)
+from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count
 from colbert_az_pylate.retrieval.ids import check_document_ids
+from colbert_az_pylate.retrieval.qdrant_collection import (
+    DOCUMENT_ID,
+    MEAN_VECTOR,
+    METADATA_KEY,
+    MULTIVECTOR,
+    as_subsets,
+    check_payloads,
+    document_points,
+    open_collection,
+    payload_filter,
+    point_id,
+    search_requests,
+)
+from colbert_az_pylate.retrieval.qdrant_connection import (
+    call_with_retries,
+    check_folder,
+    connect_server,
+    import_qdrant,
+    open_local,
+    release_local,
+)
 from colbert_az_pylate.retrieval.vectors import as_matrices
 from colbert_az_pylate.signature import ModelSignature
 
 __all__ = ["MEAN_VECTOR", "METADATA_KEY", "MULTIVECTOR", "QdrantIndex", "point_id"]
 
-FORMAT_VERSION = 1
-METADATA_KEY = "colbert_az"  # the collection metadata entry this package writes and checks
-MULTIVECTOR = "colbert"  # the token vectors of a document, MAX_SIM
-MEAN_VECTOR = "mean"  # one normalised mean vector per document, for the first stage
-DOCUMENT_ID = "document_id"  # the payload key holding the document's own id
-_NAMESPACE = uuid.UUID("5b1f3c1e-0c2a-4d7e-9b8e-6a2f0c9d4e11")  # fixed forever: point ids depend on it
-_RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
-_FETCH_BATCH = 256  # point ids per retrieve/delete request
-
-
-def point_id(document_id: str) -> str:
-    """The Qdrant point id of a document: ``uuid5`` of its id, the same in every process and on every server.
-
-    Parameters
-    ----------
-    document_id
-        The document's id (any non-empty string).
-
-    Returns
-    -------
-    str
-        A UUID, as text.
-
-    Examples
-    --------
-    >>> point_id("baku")
-    '0ec5619f-5646-5438-a898-0f848239191a'
-    """
-    return str(uuid.uuid5(_NAMESPACE, document_id))
-
-
-def _qdrant():
-    try:
-        import qdrant_client
-        from qdrant_client import models
-    except ImportError as exc:
-        raise ColbertAzError(
-            'the Qdrant backend needs qdrant-client; install it with: pip install "colbert-az-pylate[qdrant]"'
-        ) from exc
-    return qdrant_client, models
-
-
-# ------------------------------------------------------------------------------------- guarded unpickling
-# The embedded client stores every point in SQLite as a pickle (qdrant_client/local/persistence.py:
-# ``pickle.loads`` on each row when a collection is loaded). The project's rule is that no code runs from a file we
-# load, so while this module drives an embedded client, that module's ``pickle`` is a stand-in whose ``loads`` only
-# rebuilds what qdrant-client itself writes there: a ``PointStruct`` (and a ``SparseVector``) of plain containers
-# (payloads are stored as JSON types, vectors as lists of floats). Anything else is refused with one line before it
-# is built. Threads that are not inside :func:`_guarded` (other code using qdrant-client) unpickle as before, and
-# the module's own ``pickle`` is put back when the last guarded call of the process ends.
-_ALLOWED_CLASSES = {
-    ("qdrant_client.http.models.models", "PointStruct"),
-    ("qdrant_client.http.models.models", "SparseVector"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-}
-_GUARD = threading.local()  # .folders: the embedded folders this thread is reading, innermost last
-_GUARD_MUTEX = threading.Lock()
-_GUARD_STATE = {"depth": 0, "original": None}
-
-
-class _RefusedPickleError(Exception):
-    pass
-
-
-class _PointUnpickler(pickle.Unpickler):
-    """An unpickler that builds only qdrant-client's stored point classes and plain containers."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_CLASSES:
-            raise _RefusedPickleError(f"{module}.{name}")
-        return super().find_class(module, name)
-
-
-def _restricted_loads(data: bytes, folder: str):
-    try:
-        return _PointUnpickler(io.BytesIO(data)).load()
-    except _RefusedPickleError as exc:
-        raise IndexFormatError(
-            f"the embedded Qdrant index at {folder} holds a stored point that would build {exc} (only "
-            "qdrant-client's point classes are allowed; it was not written by qdrant-client), so nothing was "
-            "loaded; rebuild the index from its corpus"
-        ) from None
-    except Exception as exc:  # truncated or damaged bytes
-        raise IndexFormatError(
-            f"the embedded Qdrant index at {folder} holds a damaged stored point ({type(exc).__name__}: "
-            f"{first_line(exc)}); rebuild the index from its corpus"
-        ) from None
-
-
-class _GuardedPickle:
-    """Stands in for the ``pickle`` module inside ``qdrant_client.local.persistence`` (``dumps`` is unchanged)."""
-
-    def __getattr__(self, name: str):
-        return getattr(pickle, name)
-
-    @staticmethod
-    def loads(data, /, *args, **kwargs):
-        folders = getattr(_GUARD, "folders", None)
-        if not folders:
-            return pickle.loads(data, *args, **kwargs)
-        return _restricted_loads(data, folders[-1])
-
-
-_GUARDED_PICKLE = _GuardedPickle()
-
-
-@contextlib.contextmanager
-def _guarded(folder):
-    """While inside, this thread's loads of embedded Qdrant points from ``folder`` go through the restricted
-    unpickler; the stand-in is installed on the first entry in the process and removed on the last exit."""
-    from qdrant_client.local import persistence
-
-    with _GUARD_MUTEX:
-        if _GUARD_STATE["depth"] == 0 and getattr(persistence, "pickle", None) is not None:
-            _GUARD_STATE["original"] = persistence.pickle  # (a qdrant-client without it unpickles nothing there)
-            persistence.pickle = _GUARDED_PICKLE
-        _GUARD_STATE["depth"] += 1
-    folders = _GUARD.__dict__.setdefault("folders", [])
-    folders.append(str(folder))
-    try:
-        yield
-    finally:
-        folders.pop()
-        with _GUARD_MUTEX:
-            _GUARD_STATE["depth"] -= 1
-            if _GUARD_STATE["depth"] == 0:
-                if getattr(persistence, "pickle", None) is _GUARDED_PICKLE:
-                    persistence.pickle = _GUARD_STATE["original"]
-                _GUARD_STATE["original"] = None
-
-
-# One embedded client per folder and process: qdrant-client locks the folder per client, and pylate's own usage
-# opens a new index over the old object before dropping it.
-_LOCAL: dict[str, list] = {}
-_LOCAL_MUTEX = threading.Lock()
-
-
-def _open_local(path: Path):
-    qdrant_client, _ = _qdrant()
-    key = os.path.realpath(path)
-    with _LOCAL_MUTEX:
-        entry = _LOCAL.get(key)
-        if entry is None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    with _guarded(path):
-                        client = qdrant_client.QdrantClient(path=str(path))
-            except RuntimeError as exc:
-                if "already accessed" in str(exc):
-                    raise IndexLockedError(
-                        f"another process has the Qdrant index at {path} open (embedded Qdrant allows one process "
-                        "per folder); close it, or run a Qdrant server for concurrent access"
-                    ) from exc
-                raise
-            except (ValueError, OSError) as exc:
-                raise IndexFormatError(f"cannot open the embedded Qdrant index at {path}: {first_line(exc)}") from exc
-            entry = _LOCAL[key] = [client, 0]
-        entry[1] += 1
-        return entry[0], key
-
-
-def _release_local(key: str) -> None:
-    with _LOCAL_MUTEX:
-        entry = _LOCAL.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del _LOCAL[key]
-            with contextlib.suppress(Exception):
-                entry[0].close()
-
-
-def _check_folder(path: Path) -> None:
-    """Refuse a file, another backend's index, or a non-empty folder that is not an embedded Qdrant storage."""
-    for ancestor in (path, *path.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise OutputExistsError(f"{ancestor} is a file, not a folder; name a folder for the index")
-            break
-    if not path.exists():
-        return
-    names = {p.name for p in path.iterdir()} - {".lock"}
-    if not names or {"meta.json", "collection"} & names:
-        return
-    if {"manifest.json", "plaid-manifest.json"} & names:
-        raise OutputExistsError(
-            f"{path} holds a Voyager or PLAID index, not a Qdrant one; choose another folder for a Qdrant index"
-        )
-    raise OutputExistsError(
-        f"{path} is not empty and is not a Qdrant index: it holds {sorted(names)[:3]}; choose a new or empty folder"
-    )
-
-
-def _as_subsets(subset, queries: int) -> list[list[str] | None]:
-    """pylate's ``subset``: one list of ids for every query, or one list per query."""
-    if subset is None:
-        return [None] * queries
-    if isinstance(subset, (str, bytes)) or not isinstance(subset, Iterable):
-        raise InvalidArgumentError("subset must be a list of document ids (or one list per query), not one id")
-    subset = list(subset)
-    if subset and all(isinstance(group, (list, tuple)) for group in subset):
-        if len(subset) != queries:
-            raise InvalidArgumentError(f"{queries} queries but {len(subset)} subsets; give one list per query")
-        return [[str(i) for i in group] for group in subset]
-    return [[str(i) for i in subset]] * queries
+FETCH_BATCH = 256  # point ids per retrieve/delete request
 
 
 class QdrantIndex(Base):
@@ -352,27 +155,20 @@ class QdrantIndex(Base):
         self._release = None
         self._closed = False
         self._open_existing = bool(open_existing)
+        self._added: list[str] | None = None  # point ids new in the current write scope (see _roll_back_on_interrupt)
         if url is None:
             if not str(index_name).strip():
                 raise InvalidArgumentError("index_name is empty; name a folder for the index")
             self.path: Path | None = Path(index_folder) / str(index_name)
             self.where = f"the embedded Qdrant index at {self.path}"
-            _check_folder(self.path)
-            self.client, key = _open_local(self.path)
-            self._release = weakref.finalize(self, _release_local, key)
+            check_folder(self.path)
+            self.client, key = open_local(self.path)
+            self._release = weakref.finalize(self, release_local, key)
         else:
-            qdrant_client, _ = _qdrant()
             self.path = None
             self.where = f"collection {self.collection!r} on the Qdrant server at {url}"
             api_key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # "Api key is used with an insecure connection" on http://
-                    self.client = qdrant_client.QdrantClient(
-                        url=url, api_key=api_key, timeout=timeout, prefer_grpc=prefer_grpc, check_compatibility=False
-                    )
-            except ValueError as exc:
-                raise InvalidArgumentError(f"cannot use the Qdrant url {url!r}: {first_line(exc)}") from exc
+            self.client = connect_server(url, api_key, timeout, prefer_grpc)
         try:
             self._open(override, model, shard_number, replication_factor)
         except BaseException:
@@ -382,124 +178,19 @@ class QdrantIndex(Base):
     # ----------------------------------------------------------------------------------------------- requests
     def _call(self, what: str, request: Callable, *args, **kwargs):
         """One request to Qdrant, retried on server errors and lost connections; every failure is one line."""
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
         if self._closed:
             raise InvalidArgumentError(f"{self.where} was closed; open the index again")
-        server = f"the Qdrant server at {self.url}"
-        for attempt in range(self.retries):
-            last = attempt == self.retries - 1
-            try:
-                if self.path is None:
-                    return request(*args, **kwargs)
-                with _guarded(self.path):  # creating a collection loads any storage already in its folder
-                    return request(*args, **kwargs)
-            except UnexpectedResponse as exc:
-                status = exc.status_code
-                if status in (401, 403):
-                    raise ColbertAzError(
-                        f"{server} refused the API key ({status} {exc.reason_phrase}) while {what}: pass the right "
-                        "key (api_key=..., --api-key or $QDRANT_API_KEY)"
-                    ) from exc
-                detail = _server_detail(exc)
-                if status not in _RETRY_STATUSES or last:
-                    tries = f" after {self.retries} tries" if status in _RETRY_STATUSES else ""
-                    raise ColbertAzError(f"{server} failed {what}{tries}: {status} {detail}") from exc
-            except ResponseHandlingException as exc:
-                if last:
-                    raise ColbertAzError(
-                        f"cannot reach {server} ({first_line(exc)}) while {what}, after {self.retries} tries; "
-                        "start the server or check the url"
-                    ) from exc
-            except ValueError as exc:  # the embedded client validates like the server
-                raise InvalidArgumentError(f"{self.where} refused {what}: {first_line(exc)}") from exc
-            except Exception as exc:
-                grpc_error = _grpc_failure(exc, server, what)
-                if grpc_error is None:
-                    raise
-                retry, message = grpc_error
-                if not retry or last:
-                    raise ColbertAzError(message) from exc
-            time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return call_with_retries(
+            what, partial(request, *args, **kwargs), retries=self.retries, url=self.url, folder=self.path,
+            where=self.where,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------------- opening
     def _open(self, override: bool, model: ModelSignature | None, shards, replicas) -> None:
-        _, models = _qdrant()
-        exists = self._call("checking the collection", self.client.collection_exists, self.collection)
-        if exists and override:
-            self._call("deleting the collection (override)", self.client.delete_collection, self.collection)
-            exists = False
-        wanted = model.to_dict() if model is not None else None
-        if not exists and self._open_existing:
-            raise InvalidArgumentError(
-                f"no collection {self.collection!r} in {self.where}; build it first (colbert-az index --backend qdrant)"
-            )
-        if not exists:
-            self.model = wanted
-            if wanted is not None and wanted["embedding_size"] != self.embedding_size:
-                self.embedding_size = wanted["embedding_size"]
-            record = {"format_version": FORMAT_VERSION, "embedding_size": self.embedding_size, "model": wanted}
-            vectors = {
-                # The multivector is the exact rerank: no graph (m=0), as Qdrant advises for rerank vectors.
-                MULTIVECTOR: models.VectorParams(
-                    size=self.embedding_size,
-                    distance=models.Distance.COSINE,
-                    multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
-                    hnsw_config=models.HnswConfigDiff(m=0),
-                ),
-                MEAN_VECTOR: models.VectorParams(size=self.embedding_size, distance=models.Distance.COSINE),
-            }
-            self._call(
-                "creating the collection",
-                self.client.create_collection,
-                self.collection,
-                vectors_config=vectors,
-                shard_number=shards,
-                replication_factor=replicas,
-                metadata={METADATA_KEY: record},
-            )
-            if self._record() is None:
-                raise ColbertAzError(
-                    f"{self.where} does not keep collection metadata (Qdrant server older than 1.16?); "
-                    "upgrade the server, the index records its model there"
-                )
-            return
-        record = self._record()
-        if record is None:
-            raise OutputExistsError(
-                f"{self.where} was not created by colbert-az-pylate (no {METADATA_KEY!r} metadata); choose "
-                "another collection, or pass override=True to replace it"
-            )
-        version = record.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{self.where} has format {version!r}, this colbert-az-pylate reads up to {FORMAT_VERSION}; upgrade"
-            )
-        stored_size, self.model = int(record["embedding_size"]), record.get("model")
-        if model is None and stored_size != self.embedding_size and not self._open_existing:
-            raise IndexFormatError(
-                f"{self.where} holds dimension {stored_size}, not {self.embedding_size}; pass the index's "
-                "embedding_size or override=True"
-            )
-        if model is not None and not model.made(self.model):
-            raise IndexFormatError(
-                f"{self.where} was built with {self.model['name']} (dim {self.model['embedding_size']}, fingerprint "
-                f"{self.model['fingerprint']}), not {wanted['name']} (dim {wanted['embedding_size']}, fingerprint "
-                f"{wanted['fingerprint']}); use that model or a new collection"
-            )
-        if wanted is not None and wanted["embedding_size"] != stored_size:
-            raise IndexFormatError(
-                f"{self.where} holds dimension {stored_size}, the model makes {wanted['embedding_size']}; "
-                "use a new collection"
-            )
-        self.embedding_size = stored_size
-
-    def _record(self) -> dict | None:
-        info = self._call("reading the collection", self.client.get_collection, self.collection)
-        metadata = getattr(info.config, "metadata", None) or {}
-        record = metadata.get(METADATA_KEY)
-        return record if isinstance(record, dict) else None
+        self.embedding_size, self.model = open_collection(
+            self._call, self.client, self.collection, self.where, model, self.embedding_size,
+            override=override, open_existing=self._open_existing, shards=shards, replicas=replicas,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------ the IndexBackend contract
     @classmethod
@@ -528,8 +219,26 @@ class QdrantIndex(Base):
             self.remove_documents(stale)
 
     def batch(self) -> contextlib.AbstractContextManager:
-        """No commits to group: each write is visible when it returns (see docs/qdrant.md)."""
-        return contextlib.nullcontext(self)
+        """No commits to group: each write is visible when it returns (see docs/qdrant.md); a Ctrl-C inside
+        removes every document added inside that was not in the index before (see :meth:`add_documents`)."""
+        return self._roll_back_on_interrupt()
+
+    @contextlib.contextmanager
+    def _roll_back_on_interrupt(self) -> Iterator[QdrantIndex]:
+        """On ``KeyboardInterrupt`` inside, delete the points that writes inside added (new ids only: a replaced
+        document keeps its new version), so that an interrupted build leaves the index as it found it."""
+        if self._added is not None:  # an enclosing scope rolls back
+            yield self
+            return
+        self._added = []
+        try:
+            yield self
+        except KeyboardInterrupt:
+            added, self._added = self._added, None
+            self._delete_points(added, "removing the documents of the interrupted write")
+            raise
+        finally:
+            self._added = None
 
     def rank(self, queries_embeddings, k: int, *, exact: bool | None = None, k_token: int = 256, subset=None):
         """Exact MaxSim over every document, whatever ``exact`` says (Qdrant's multivector ``MAX_SIM``)."""
@@ -590,7 +299,9 @@ class QdrantIndex(Base):
         -------
         QdrantIndex
             ``self``. A failure part-way (a server that goes away) leaves the batches already sent; adding the same
-            documents again with ``upsert=True`` completes it.
+            documents again with ``upsert=True`` completes it. A Ctrl-C part-way (``KeyboardInterrupt``) removes
+            the documents this call (or the enclosing :meth:`batch`) added that were not in the index before, so
+            the same call can simply be run again; documents it replaced (``upsert=True``) keep their new version.
 
         Examples
         --------
@@ -604,7 +315,7 @@ class QdrantIndex(Base):
         >>> result
         ({}, 1, (4, 4))
         """
-        _, models = _qdrant()
+        _, models = import_qdrant()
         batch_size = self.batch_size if batch_size is None else check_count(batch_size, "batch_size")
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
@@ -612,45 +323,32 @@ class QdrantIndex(Base):
         matrices = as_matrices(documents_embeddings, "document", self.embedding_size)
         if len(matrices) != len(documents_ids):
             raise InvalidArgumentError(f"{len(documents_ids)} ids but {len(matrices)} embedding matrices")
-        payloads = _check_payloads(payloads, len(documents_ids))
+        payloads = check_payloads(payloads, len(documents_ids))
         for position, matrix in enumerate(matrices):
             if not (np.linalg.norm(matrix, axis=1) > 0).all():
                 raise InvalidArgumentError(
                     f"document {position} (id {documents_ids[position]!r}) has an all-zero token vector, which "
                     "has no direction for cosine similarity; encode it with the model"
                 )
-        if not upsert:
-            present = self._present(documents_ids)
-            if present:
-                raise InvalidArgumentError(
-                    f"{len(present)} ids are already in the index (e.g. {present[:3]}); pass upsert=True "
-                    "(--upsert) to replace them"
-                )
-        for start in range(0, len(documents_ids), batch_size):
-            points = []
-            for doc_id, matrix, payload in zip(
-                documents_ids[start : start + batch_size],
-                matrices[start : start + batch_size],
-                payloads[start : start + batch_size],
-                strict=True,
-            ):
-                unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-                mean = unit.mean(axis=0)
-                mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
-                points.append(
-                    models.PointStruct(
-                        id=point_id(doc_id),
-                        vector={MULTIVECTOR: unit.tolist(), MEAN_VECTOR: mean.tolist()},
-                        payload={**payload, DOCUMENT_ID: doc_id},
-                    )
-                )
-            self._call(
-                f"uploading documents {start}-{start + len(points) - 1}",
-                self.client.upsert,
-                self.collection,
-                points=points,
-                wait=True,
+        present = set(self._present(documents_ids))
+        if present and not upsert:
+            present = [doc_id for doc_id in documents_ids if doc_id in present]
+            raise InvalidArgumentError(
+                f"{len(present)} ids are already in the index (e.g. {present[:3]}); pass upsert=True "
+                "(--upsert) to replace them"
             )
+        with self._roll_back_on_interrupt():
+            for start in range(0, len(documents_ids), batch_size):
+                batch = slice(start, start + batch_size)
+                points = document_points(models, documents_ids[batch], matrices[batch], payloads[batch])
+                self._added.extend(point_id(i) for i in documents_ids[batch] if i not in present)  # before it is sent
+                self._call(
+                    f"uploading documents {start}-{start + len(points) - 1}",
+                    self.client.upsert,
+                    self.collection,
+                    points=points,
+                    wait=True,
+                )
         return self
 
     def remove_documents(self, documents_ids: str | Sequence[str]) -> QdrantIndex:
@@ -677,7 +375,6 @@ class QdrantIndex(Base):
         >>> result
         (False, 1)
         """
-        _, models = _qdrant()
         if isinstance(documents_ids, str):
             documents_ids = [documents_ids]
         if not isinstance(documents_ids, Iterable):
@@ -691,20 +388,24 @@ class QdrantIndex(Base):
             raise InvalidArgumentError(
                 f"{len(missing)} ids are not in the index (e.g. {missing[:3]}); nothing was removed"
             )
-        for start in range(0, len(documents_ids), _FETCH_BATCH):
-            selector = models.PointIdsList(points=[point_id(i) for i in documents_ids[start : start + _FETCH_BATCH]])
-            self._call("deleting documents", self.client.delete, self.collection, points_selector=selector, wait=True)
+        self._delete_points([point_id(i) for i in documents_ids], "deleting documents")
         return self
+
+    def _delete_points(self, point_ids: list[str], what: str) -> None:
+        _, models = import_qdrant()
+        for start in range(0, len(point_ids), FETCH_BATCH):
+            selector = models.PointIdsList(points=point_ids[start : start + FETCH_BATCH])
+            self._call(what, self.client.delete, self.collection, points_selector=selector, wait=True)
 
     # ----------------------------------------------------------------------------------------------- reading
     def _retrieve(self, documents_ids: list[str], vectors: bool) -> dict[str, object]:
         found = {}
-        for start in range(0, len(documents_ids), _FETCH_BATCH):
+        for start in range(0, len(documents_ids), FETCH_BATCH):
             points = self._call(
                 "reading documents",
                 self.client.retrieve,
                 self.collection,
-                ids=[point_id(i) for i in documents_ids[start : start + _FETCH_BATCH]],
+                ids=[point_id(i) for i in documents_ids[start : start + FETCH_BATCH]],
                 with_payload=True,
                 with_vectors=[MULTIVECTOR] if vectors else False,
             )
@@ -802,14 +503,8 @@ class QdrantIndex(Base):
         >>> result
         (3, 2, 1)
         """
-        _, models = _qdrant()
-        where = None
-        if key is not None:
-            if value is None:
-                condition = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
-                where = models.Filter(must_not=[condition])
-            else:
-                where = models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+        _, models = import_qdrant()
+        where = None if key is None else payload_filter(models, key, value)
         return int(
             self._call("counting documents", self.client.count, self.collection, count_filter=where, exact=True).count
         )
@@ -877,33 +572,12 @@ class QdrantIndex(Base):
         >>> full, staged, sorted(hit["id"] for hit in only)
         ('d', 'd', ['a', 'b'])
         """
-        _, models = _qdrant()
+        _, models = import_qdrant()
         k = check_count(k, "k")
         if first_stage is not None:
             first_stage = max(check_count(first_stage, "first_stage"), k)
         queries = as_matrices(queries_embeddings, "query", self.embedding_size)
-        subsets = _as_subsets(subset, len(queries))
-        requests = []
-        for query, allowed in zip(queries, subsets, strict=True):
-            unit = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
-            where = None
-            if allowed is not None:
-                where = models.Filter(must=[models.HasIdCondition(has_id=[point_id(i) for i in allowed])])
-            prefetch = None
-            if first_stage is not None:
-                mean = unit.mean(axis=0)
-                mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
-                prefetch = models.Prefetch(query=mean.tolist(), using=MEAN_VECTOR, limit=first_stage, filter=where)
-            requests.append(
-                models.QueryRequest(
-                    query=unit.tolist(),
-                    using=MULTIVECTOR,
-                    prefetch=prefetch,
-                    filter=where,
-                    limit=k,
-                    with_payload=models.PayloadSelectorInclude(include=[DOCUMENT_ID]),
-                )
-            )
+        requests = search_requests(models, queries, as_subsets(subset, len(queries)), k, first_stage)
         results = []
         for start in range(0, len(requests), 16):
             responses = self._call(
@@ -916,50 +590,3 @@ class QdrantIndex(Base):
         if subset is None and not any(results) and len(self) == 0:
             raise ColbertAzError("the index is empty; add documents before searching")
         return results
-
-
-def _check_payloads(payloads, count: int) -> list[dict]:
-    if payloads is None:
-        return [{}] * count
-    if isinstance(payloads, (dict, str, bytes)) or not isinstance(payloads, Iterable):
-        raise InvalidArgumentError(f"payloads must be a list of {count} dicts, one per document")
-    payloads = list(payloads)
-    if len(payloads) != count or not all(isinstance(p, dict) for p in payloads):
-        raise InvalidArgumentError(f"payloads must be a list of {count} dicts, one per document")
-    for position, payload in enumerate(payloads):
-        if DOCUMENT_ID in payload:
-            raise InvalidArgumentError(f"payload {position} uses the reserved key {DOCUMENT_ID!r}; rename it")
-        try:
-            json.dumps(payload, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"payload {position} cannot be stored as JSON: {first_line(exc)}") from exc
-    return payloads
-
-
-def _server_detail(exc) -> str:
-    """The server's own error text from a Qdrant HTTP error (``{"status": {"error": ...}}``), else its reason."""
-    with contextlib.suppress(Exception):
-        status = exc.structured().get("status")
-        if isinstance(status, dict) and status.get("error"):
-            return first_line(Exception(status["error"]))
-    return exc.reason_phrase or "error"
-
-
-def _grpc_failure(exc: BaseException, server: str, what: str) -> tuple[bool, str] | None:
-    """(retry?, message) for a gRPC error, or ``None`` for anything else."""
-    code = getattr(exc, "code", None)
-    if not callable(code):
-        return None
-    try:
-        name = getattr(code(), "name", "")
-    except Exception:
-        return None
-    if name in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        return False, f"{server} refused the API key ({name}) while {what}: pass the right key"
-    if name == "UNAVAILABLE":
-        return True, f"cannot reach {server} (gRPC {name}) while {what}; start the server or check the url"
-    if name in ("RESOURCE_EXHAUSTED", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"):
-        return True, f"{server} failed {what}: gRPC {name}"
-    details = getattr(exc, "details", None)
-    return False, f"{server} failed {what}: gRPC {name} {details() if callable(details) else ''}".strip()
-
