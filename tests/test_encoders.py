@@ -266,6 +266,23 @@ def test_an_interrupted_export_leaves_the_folder_as_it_was(converted, tmp_path, 
     assert isinstance(load(folder, encoder="onnx")[0].auto_model, ExportedBackbone)
 
 
+def test_an_export_lists_exactly_the_graph_files_it_wrote(converted, tmp_path):
+    """`colbert-az export` reports what this call wrote, not every graph the record holds from earlier exports."""
+    from colbert_az_pylate.encoders.export import export_model
+
+    folder = _copy(converted, "wordpiece", tmp_path / "model")
+    assert export_encoder(folder, "onnx").written == ["model.onnx"]
+    record = export_encoder(folder, "openvino", "int8")
+    assert record.written == ["openvino-int8.xml", "openvino-int8.bin"]  # the float32 graph was kept, not written
+    assert sorted(record.graphs) == ["onnx", "openvino-int8"]
+    again = export_encoder(folder, "onnx")
+    assert again.written == [] and sorted(again.graphs) == ["onnx", "openvino-int8"]
+    written_to, record = export_model(folder, None, "openvino", "int8")
+    assert written_to == folder and record.written == []
+    assert "written" not in json.loads((folder / EXPORT_FOLDER / RECORD_FILE).read_text(encoding="utf-8"))
+    assert read_export_record(folder).written == []
+
+
 def test_a_read_only_folder_without_an_export_says_how_to_export(converted, tmp_path):
     folder = _copy(converted, "wordpiece", tmp_path / "model")
     if os.geteuid() == 0:  # root writes anywhere: check the refusal through the export=False path instead

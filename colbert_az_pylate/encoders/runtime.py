@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from colbert_az_pylate.encoders.export import (
+from colbert_az_pylate.encoders.export import export_encoder
+from colbert_az_pylate.encoders.records import (
+    ExportRecord,
     check_encoder,
     export_folder,
     graph_problem,
@@ -240,6 +242,17 @@ def use_exported_encoder(
     require_runtime(encoder)
     folder = Path(os.path.abspath(Path(model_folder).expanduser()))
     digest = backbone_digest(model[0].auto_model)  # hashed once: the exported backbone keeps it
+    record = _usable_record(model, folder, encoder, quantize, digest, export)
+    _attach_runtime(model, folder, record, encoder, quantize, threads, digest)
+    if warm_up:
+        model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)
+        model.encode([WARM_UP_TEXT], is_query=False, show_progress_bar=False)
+    return model
+
+
+def _usable_record(model, folder: Path, encoder: str, quantize, digest: BackboneDigest, export: bool) -> ExportRecord:
+    """The folder's export record for ``encoder``/``quantize``, its graphs intact and made from ``model``'s weights;
+    exported first (when ``export`` allows) if missing or of an older signature version."""
     fingerprint = ModelSignature.of_model(model, backbone=digest).fingerprint
     record = read_export_record(folder)
     graphs = record_keys(encoder, quantize)
@@ -265,8 +278,6 @@ def use_exported_encoder(
                 f"{folder} has no {missing[0]} export; run `colbert-az export {folder} --encoder {encoder}"
                 f"{f' --quantize {quantize}' if quantize in ('int8', 'int8-query') else ''}`"
             )
-        from colbert_az_pylate.encoders.export import export_encoder
-
         if not os.access(folder, os.W_OK):
             raise CheckpointError(
                 f"{folder} has no {missing[0]} export and is not writable; export it into a writable copy with "
@@ -277,6 +288,14 @@ def use_exported_encoder(
         problem = graph_problem(export_folder(folder), record, name, check_hashes=True)
         if problem is not None:
             raise CheckpointError(f"{problem}; export again with `colbert-az export {folder} ...`")
+    return record
+
+
+def _attach_runtime(
+    model, folder: Path, record: ExportRecord, encoder: str, quantize, threads: int | None, digest: BackboneDigest
+) -> None:
+    """Replace ``model[0].auto_model`` by an :class:`ExportedBackbone` running the record's graphs."""
+    graphs = record_keys(encoder, quantize)
     path = export_folder(folder) / graphs[0][1]
     transformer = model[0]
     config = transformer.auto_model.config
@@ -297,7 +316,3 @@ def use_exported_encoder(
     transformer.auto_model = ExportedBackbone(
         run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}", quantize
     )
-    if warm_up:
-        model.encode([WARM_UP_TEXT], is_query=True, show_progress_bar=False)
-        model.encode([WARM_UP_TEXT], is_query=False, show_progress_bar=False)
-    return model
