@@ -72,9 +72,7 @@ def test_voyager_index(offline_model_name) -> None:
             is_query=False,
         )
 
-        index.add_documents(
-            documents_ids=documents_ids, documents_embeddings=documents_embeddings
-        )
+        index.add_documents(documents_ids=documents_ids, documents_embeddings=documents_embeddings)
 
         queries_embeddings = model.encode(
             **configuration,
@@ -88,9 +86,7 @@ def test_voyager_index(offline_model_name) -> None:
         assert "distances" in matches
 
         assert len(matches["distances"]) == (
-            len(configuration["sentences"])
-            if isinstance(configuration["sentences"], list)
-            else 1
+            len(configuration["sentences"]) if isinstance(configuration["sentences"], list) else 1
         )
 
         retriever = retrieve.ColBERT(index=index)
@@ -100,11 +96,7 @@ def test_voyager_index(offline_model_name) -> None:
         )
 
         assert isinstance(results, list)
-        assert len(results) == (
-            len(configuration["sentences"])
-            if isinstance(configuration["sentences"], list)
-            else 1
-        )
+        assert len(results) == (len(configuration["sentences"]) if isinstance(configuration["sentences"], list) else 1)
 
         for query_results in results:
             for result in query_results:

@@ -92,11 +92,13 @@ class ListBackend:
 
 
 def test_the_registry_names_each_backend_once_and_an_unknown_name_is_one_line():
-    assert set(BACKENDS) == {"voyager", "plaid", "qdrant"}
+    assert set(BACKENDS) == {"voyager", "plaid", "qdrant", "bm25"}
     for name, entry in BACKENDS.items():
         assert entry.name == name and backend_class(name).backend_name == name
         assert entry.updatable == backend_class(name).updatable
-    with pytest.raises(InvalidArgumentError, match="unknown index backend 'faiss'; choose one of plaid, qdrant"):
+    with pytest.raises(
+        InvalidArgumentError, match="unknown index backend 'faiss'; choose one of bm25, plaid, qdrant, voyager"
+    ):
         backend_class("faiss")
 
 

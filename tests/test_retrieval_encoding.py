@@ -80,9 +80,11 @@ def test_shards_from_two_torchrun_processes_equal_shards_from_one(models, corpus
     assert any(report["complete"] for report in reports)
     assert json.loads(one.stdout)["encoded"] == 3
     single, double = _shard_files(tmp_path / "one"), _shard_files(tmp_path / "two")
-    assert sorted(single) == sorted(double) == [MANIFEST, "plan.json"] + [
-        f"shard-0000{n}.{suffix}" for n in range(3) for suffix in ("json", "npy")
-    ]
+    assert (
+        sorted(single)
+        == sorted(double)
+        == [MANIFEST, "plan.json"] + [f"shard-0000{n}.{suffix}" for n in range(3) for suffix in ("json", "npy")]
+    )
     assert single == double  # byte for byte: vectors, ids, payloads, checksums
 
 

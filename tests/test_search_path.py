@@ -37,8 +37,9 @@ def test_blocked_top_k_equals_padded_maxsim_whatever_the_block_size(block_elemen
     documents = _random_documents(rng, 300)
     queries = rng.standard_normal((7, 5, 16)).astype(np.float32)
     lengths = np.array([len(d) for d in documents])
-    found, scores = maxsim_top_k(queries, np.concatenate(documents), np.cumsum(lengths) - lengths, 10,
-                                 block_elements=block_elements)
+    found, scores = maxsim_top_k(
+        queries, np.concatenate(documents), np.cumsum(lengths) - lengths, 10, block_elements=block_elements
+    )
     expected = _padded_scores(queries, documents)
     np.testing.assert_array_equal(found, np.argsort(-expected, axis=1, kind="stable")[:, :10])
     np.testing.assert_allclose(scores, np.take_along_axis(expected, found, 1), rtol=1e-5, atol=1e-5)
@@ -52,8 +53,9 @@ def test_blocked_top_k_keeps_only_allowed_documents_and_ranks_ties_by_number():
     queries = rng.standard_normal((3, 4, 16)).astype(np.float32)
     allowed = np.zeros(50, bool)
     allowed[[7, 30, 41]] = True
-    found, scores = maxsim_top_k(queries, np.concatenate(documents), np.cumsum(lengths) - lengths, 10,
-                                 allowed=allowed, block_elements=64)
+    found, scores = maxsim_top_k(
+        queries, np.concatenate(documents), np.cumsum(lengths) - lengths, 10, allowed=allowed, block_elements=64
+    )
     assert found.shape == (3, 3) and set(found.ravel()) == {7, 30, 41}
     for row in found.tolist():
         assert row.index(7) == row.index(30) - 1  # tied, adjacent, 7 first
@@ -118,8 +120,9 @@ def test_exact_search_scores_equal_the_packed_reference_and_honour_subset(search
     vectors = [store.document_embeddings(i) for i in ids]
     lengths = np.array([len(v) for v in vectors])
     for query, hits in zip(QUERIES, searcher.search(QUERIES, k=len(CORPUS), exact=True), strict=True):
-        expected = packed_maxsim_scores(searcher.encode_queries([query])[0], np.concatenate(vectors),
-                                        np.cumsum(lengths) - lengths)
+        expected = packed_maxsim_scores(
+            searcher.encode_queries([query])[0], np.concatenate(vectors), np.cumsum(lengths) - lengths
+        )
         assert [hit.id for hit in hits] == [ids[i] for i in np.argsort(-expected, kind="stable")]
         np.testing.assert_allclose([hit.score for hit in hits], np.sort(expected)[::-1], rtol=1e-5)
     subset = ["doc1", "doc3", "missing"]

@@ -431,6 +431,7 @@ def test_nan_or_infinity_in_metadata_is_refused_and_stored_ones_never_break_a_se
         body = b'{"documents": [{"id": "nan", "text": "x", "metadata": {"a": [1, ' + literal + b"]}}]}"
         refused = served.client.post("/documents", **_raw(body, AUTH))
         assert "NaN or Infinity" in _assert_one_line_error(refused, 400)
+
     # an index written before NaN was refused (or by the index class directly) may hold them: the search still
     # answers, in strict JSON (null)
     def store_nan(writer):

@@ -71,8 +71,8 @@ def test_a_small_source_with_the_default_held_out_size_keeps_90_percent_for_trai
     books = load_source(write_books_folder(tmp_path / "books", queries=40, passages=50), BOOKS, name="books")
     data = prepare_training_data([(books, 1.0)], total=100_000)
     assert (len(data.train), len(data.heldout)) == (36, 4)
-    assert data.summary().splitlines()[1].endswith(
-        "; 4 queries held out (10 % of its 40 queries: fewer than 10 × 1500)"
+    assert (
+        data.summary().splitlines()[1].endswith("; 4 queries held out (10 % of its 40 queries: fewer than 10 × 1500)")
     )
 
 

@@ -75,3 +75,18 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [f"{value:.4f}" if isinstance(value, float) else str(value) for value in row.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def add_mode_arguments(parser: argparse.ArgumentParser, what: str, candidates: bool = True) -> None:
+    """``--mode`` (one of the search modes) and ``--candidates`` (how deep BM25 ranks before a rerank or fusion)."""
+    from colbert_az_pylate.retrieval.backends import SEARCH_MODES  # light: the registry imports nothing heavy
+
+    parser.add_argument("--mode", choices=SEARCH_MODES, default=None, help=what)
+    if candidates:
+        parser.add_argument(
+            "--candidates",
+            type=int,
+            default=100,
+            metavar="N",
+            help="how deep BM25 (and for fusion, MaxSim) ranks before the rerank or the fusion (default: 100)",
+        )

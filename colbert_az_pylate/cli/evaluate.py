@@ -9,7 +9,7 @@ import os
 import pathlib
 from collections.abc import Callable
 
-from colbert_az_pylate.cli.common import add_encoder_arguments, markdown_table, progress
+from colbert_az_pylate.cli.common import add_encoder_arguments, add_mode_arguments, markdown_table, progress
 from colbert_az_pylate.errors import InvalidArgumentError, check_count
 
 
@@ -32,6 +32,9 @@ def distinct_models(models: list[str]) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``colbert-az evaluate``: every model on one protocol, a Markdown table (or ``--json``) and TREC runs."""
     distinct_models(args.models)
+    check_count(args.candidates, "--candidates")
+    if args.mode not in (None, "late") and args.protocol == "triplets":
+        raise InvalidArgumentError(f"--mode {args.mode} ranks a corpus: use it with --protocol az-mirage or beir")
     run_dir = pathlib.Path(args.run_dir) if args.run_dir and args.protocol != "triplets" else None
     if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
         raise InvalidArgumentError(f"--run-dir {run_dir} is a file; name a folder for the TREC run files")
@@ -48,7 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     tags = dict(zip(args.models, run_tags(args.models), strict=True))
     table, report = [], {}
     for name in args.models:
-        step(f"evaluating {name} ({args.protocol})")
+        step(f"evaluating {name} ({args.protocol}{', mode ' + args.mode if args.mode else ''})")
         model = load(name, device=args.device, encoder=args.encoder, quantize=args.quantize)
         result, run_file = _evaluate_model(args, model, name, data, run_dir, tags[name], step)
         for note in result.notes:
@@ -58,6 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "evaluated": result.evaluated,
             "skipped": result.skipped,
             "notes": result.notes,
+            "mode": args.mode or "late",
             "run_file": str(run_file) if run_file else None,
         }
         for group, metrics in result.metrics.items():
@@ -107,10 +111,13 @@ def _evaluate_model(
         show_progress_bar=False if args.json else None,
         cache_dir=run_dir / "encodings" if run_dir is not None else None,
         say=step,
+        mode=args.mode or "late",
+        candidates=args.candidates,
     )
     run_file = None
     if run_dir is not None:
-        run_file = run_dir / f"{tag}.{args.protocol}.trec"
+        mode = "" if args.mode in (None, "late") else "." + args.mode.replace("+", "-")
+        run_file = run_dir / f"{tag}{mode}.{args.protocol}.trec"
         write_trec_run(result.run, run_file, tag)
         step(f"saved the run of {name} to {run_file}")
     return result, run_file
@@ -176,6 +183,11 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "reused by a rerun of the same model on the same data (encodings/; '' for neither)",
     )
     evaluate.add_argument("--device", help="torch device (default: pylate's choice)")
+    add_mode_arguments(
+        evaluate,
+        "az-mirage and beir: late (exact MaxSim over the whole corpus, the model card's protocol; the default), bm25, "
+        "bm25+rerank (BM25's top --candidates reranked by MaxSim) or fusion (reciprocal rank fusion of both)",
+    )
     add_encoder_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)

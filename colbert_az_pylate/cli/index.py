@@ -12,7 +12,7 @@ import os
 import shutil
 import unicodedata
 
-from colbert_az_pylate.cli.common import add_encoder_arguments, progress
+from colbert_az_pylate.cli.common import add_encoder_arguments, add_mode_arguments, progress
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count
 from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.retrieval.corpus import check_metadata, read_corpus
@@ -81,6 +81,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         pool_factor=args.pool_factor,
         encoder=args.encoder,
         quantize=args.quantize,
+        mode=args.mode,
         **server,
     )
     searcher.show_progress_bar = not args.json
@@ -94,7 +95,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     split = searcher.passage_report
     summary = {"index": str(args.index), "documents": len(searcher), "added": len(corpus), "model": args.model}
-    summary["passages"] = split.to_dict()
+    summary["passages"], summary["mode"] = split.to_dict(), searcher.mode
     print(
         json.dumps(summary)
         if args.json
@@ -114,7 +115,7 @@ def _index_from_encoded(args: argparse.Namespace, server: dict) -> int:
     model = args.model or encoded.model.get("name")
     progress(not args.json)(f"read {len(encoded)} encoded documents from {args.from_encoded}; loading {model}")
     created = not server and not os.path.exists(args.index)
-    searcher = Searcher(model, args.index, backend=args.backend, override=args.override, **server)
+    searcher = Searcher(model, args.index, backend=args.backend, override=args.override, mode=args.mode, **server)
     searcher.show_progress_bar = not args.json
     try:
         searcher.index_encoded(args.from_encoded, upsert=args.upsert)
@@ -181,6 +182,7 @@ def _encoding_model(args: argparse.Namespace):
 def cmd_search(args: argparse.Namespace) -> int:
     """``colbert-az search``: each query's hits, as lines or ``--json``."""
     check_count(args.k, "-k")
+    check_count(args.candidates, "--candidates")
     from colbert_az_pylate.retrieval.searcher import Searcher  # torch: only when the command runs
 
     searcher = Searcher.open(
@@ -192,7 +194,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         **qdrant_server(args),
     )
     results = searcher.search(
-        args.queries, k=args.k, exact=args.exact, group_by="passage" if args.passages else "document"
+        args.queries,
+        k=args.k,
+        mode=args.mode,
+        candidates=args.candidates,
+        exact=args.exact,
+        group_by="passage" if args.passages else "document",
     )
     if args.json:
         report = [
@@ -252,6 +259,13 @@ def _add_index_parser(commands: argparse._SubParsersAction) -> None:
         help="voyager (HNSW + exact rerank, updatable), plaid (fast-plaid, build-once, for large corpora) or qdrant "
         "(exact MaxSim in Qdrant: embedded in the folder, or on a server with --url; needs qdrant-client); "
         "default: the index folder's own backend, voyager for a new folder",
+    )
+    add_mode_arguments(
+        index,
+        "what the index keeps, for the searches it will serve: late (token vectors, the default for a new folder), "
+        "bm25 (words only), bm25+rerank (words; BM25's candidates reranked by MaxSim) or fusion (both); default: "
+        "the folder's own",
+        candidates=False,
     )
     _add_server_arguments(index)
     index.add_argument(
@@ -315,6 +329,7 @@ def _add_search_parser(commands: argparse._SubParsersAction) -> None:
         help="one hit per passage of a long document (default: one per document, at its best passage)",
     )
     search.add_argument("--model", help="model to encode queries with (default: the one recorded in the index)")
+    add_mode_arguments(search, "late, bm25, bm25+rerank or fusion (default: the mode the index was built for)")
     _add_server_arguments(search)
     add_encoder_arguments(search, "what encodes the queries")
     search.add_argument("--json", action="store_true", help="print the hits as JSON")

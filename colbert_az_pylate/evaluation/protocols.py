@@ -14,8 +14,9 @@ from pathlib import Path
 from colbert_az_pylate.errors import DataFormatError
 from colbert_az_pylate.evaluation.data import EvaluationData
 from colbert_az_pylate.evaluation.metrics import evaluable_qrels, evaluate_run, skipped_queries
-from colbert_az_pylate.evaluation.retrieval import exact_run
+from colbert_az_pylate.evaluation.modes import mode_run
 from colbert_az_pylate.evaluation.triplets import evaluate_triplets
+from colbert_az_pylate.retrieval.hybrid import DEFAULT_CANDIDATES
 
 RETRIEVAL_METRICS = ("P@1", "R@5", "R@10", "NDCG@5", "NDCG@10", "MRR@10", "F1@10")
 
@@ -59,8 +60,11 @@ def evaluate_retrieval(
     *,
     cache_dir: str | Path | None = None,
     say: Callable[[str], None] | None = None,
+    mode: str = "late",
+    candidates: int = DEFAULT_CANDIDATES,
 ) -> ProtocolResult:
-    """Exact MaxSim retrieval of every evaluable query over the whole corpus, scored at the top ``k``.
+    """Retrieval of every evaluable query over the whole corpus, scored at the top ``k``: exact MaxSim by default,
+    or another search mode (:func:`~colbert_az_pylate.evaluation.modes.mode_run`).
 
     Parameters
     ----------
@@ -75,9 +79,14 @@ def evaluate_retrieval(
     show_progress_bar : bool or None, default True
         Show progress bars on stderr (``None``: on long work only).
     cache_dir : str or Path, optional
-        Where the document encodings are kept and reused (see :func:`exact_run`).
+        Where the document encodings are kept and reused (see
+        :func:`~colbert_az_pylate.evaluation.retrieval.exact_run`).
     say : callable, optional
         Told where the encodings are cached, or why they are not.
+    mode : str, default "late"
+        ``"late"`` (exact MaxSim: the model card's protocol), ``"bm25"``, ``"bm25+rerank"`` or ``"fusion"``.
+    candidates : int, default 100
+        How deep BM25 (and, for ``fusion``, MaxSim) rank before the rerank or the fusion.
 
     Returns
     -------
@@ -107,11 +116,13 @@ def evaluate_retrieval(
     if not qrels:
         raise DataFormatError("no query has a relevant document in the corpus; nothing to evaluate")
     queries = {q: data.queries[q] for q in qrels}
-    run = exact_run(
+    run = mode_run(
         model,
         queries,
         data.corpus,
+        mode=mode,
         k=k,
+        candidates=candidates,
         batch_size=batch_size,
         show_progress_bar=show_progress_bar,
         cache_dir=cache_dir,

@@ -95,9 +95,7 @@ class SearchClient:
     colbert_az_pylate.integrations.http.SearchServerError: the search server at http://search.local answered 401: missing or wrong API key
     """  # noqa: E501
 
-    def __init__(
-        self, url: str, *, api_key: str | None = None, timeout: float = 30.0, transport: Any = None
-    ) -> None:
+    def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 30.0, transport: Any = None) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise InvalidArgumentError(
                 f"url must be the server's http(s) address, e.g. http://127.0.0.1:8000, got {url!r}"

@@ -9,7 +9,7 @@ the CLI and the server ask a backend what it can do (:attr:`IndexBackend.updatab
 the contract plus one line in :data:`BACKENDS`.
 
 >>> sorted(BACKENDS)
-['plaid', 'qdrant', 'voyager']
+['bm25', 'plaid', 'qdrant', 'voyager']
 >>> backend_class("voyager").updatable, backend_class("plaid").updatable
 (True, False)
 >>> isinstance(backend_class("qdrant"), type)
@@ -30,7 +30,7 @@ from colbert_az_pylate.errors import InvalidArgumentError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["BACKENDS", "BackendEntry", "IndexBackend", "backend_class"]
+__all__ = ["BACKENDS", "SEARCH_MODES", "BackendEntry", "IndexBackend", "backend_class"]
 
 
 @runtime_checkable
@@ -137,17 +137,29 @@ class BackendEntry:
     module: str
     class_name: str
     updatable: bool = True  # the class's own flag, known here without importing it (a test holds them equal)
+    stores_vectors: bool = True  # False: a BM25 index, searched by text (modes bm25, bm25+rerank), never encoded for
+    bm25_beside: bool = True  # a BM25 companion can live in its folder (mode fusion); Qdrant's storage is its own
 
     def load(self) -> type:
         return getattr(importlib.import_module(self.module), self.class_name)
 
+
+SEARCH_MODES = ("late", "bm25", "bm25+rerank", "fusion")  # retrieval.hybrid's; here for the CLI's choices (light)
 
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
         BackendEntry("voyager", "Voyager", "colbert_az_pylate.retrieval.voyager_index", "VoyagerIndex"),
         BackendEntry("plaid", "PLAID", "colbert_az_pylate.retrieval.plaid_index", "PlaidIndex", updatable=False),
-        BackendEntry("qdrant", "Qdrant", "colbert_az_pylate.retrieval.qdrant_index", "QdrantIndex"),
+        BackendEntry("qdrant", "Qdrant", "colbert_az_pylate.retrieval.qdrant_index", "QdrantIndex", bm25_beside=False),
+        BackendEntry(
+            "bm25",
+            "BM25",
+            "colbert_az_pylate.retrieval.lexical",
+            "LexicalIndex",
+            stores_vectors=False,
+            bm25_beside=False,
+        ),
     )
 }
 

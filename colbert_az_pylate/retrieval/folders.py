@@ -27,6 +27,7 @@ from colbert_az_pylate.retrieval.backends import BACKENDS
 
 VOYAGER_MANIFEST = "manifest.json"
 PLAID_MANIFEST = "plaid-manifest.json"
+LEXICAL_MANIFEST = "bm25-manifest.json"  # a BM25 index (retrieval.lexical): on its own, or in a vector index's bm25/
 LOCK = ".lock"
 BUILDING = ".building"  # inside a PLAID build folder until the manifest commits it
 
@@ -35,6 +36,8 @@ _VOYAGER_LEFTOVER = re.compile(r"^((hnsw|docs|ids)\.\d+\.(voyager|npz|json)|mani
 _VOYAGER_STORE = re.compile(r"^(vectors|payloads)\.\d+\.(f16|jsonl)$")
 _PLAID_LEFTOVER = re.compile(r"^(\.plaid\.tmp-.*|plaid-manifest\.json\.tmp)$")
 _PLAID_DATA = re.compile(r"^(plaid\.\d+|fast_plaid|ids\.json|payloads\.json)$")
+# a BM25 writer's first commit killed: generation files, their staging, a vector index's companion folder
+_LEXICAL_LEFTOVER = re.compile(r"^(\.?bm25-(entries|scores)\.\d+(\.jsonl|\.tmp)?|\.bm25-.*\.tmp-.*|bm25)$")
 
 
 def _is_voyager_manifest(path: Path) -> bool:
@@ -56,7 +59,7 @@ def _not_a_folder(path: Path) -> None:
 
 
 def index_backend(folder: str | Path) -> str | None:
-    """The backend of the index in ``folder``: ``"voyager"``, ``"plaid"``, or ``None`` when there is none yet.
+    """The backend of the index in ``folder``: ``"voyager"``, ``"plaid"``, ``"bm25"``, or ``None`` when there is none.
 
     ``None`` means the folder is missing, empty, or holds only what a writer of ours killed before its first
     commit left (nothing to lose). Anything else that is not one of our indexes is refused with one line.
@@ -69,7 +72,7 @@ def index_backend(folder: str | Path) -> str | None:
     Returns
     -------
     str or None
-        ``"voyager"``, ``"plaid"`` or ``None``.
+        ``"voyager"``, ``"plaid"``, ``"bm25"`` or ``None``.
 
     Raises
     ------
@@ -102,6 +105,8 @@ def index_backend(folder: str | Path) -> str | None:
         )
     if plaid:
         return "plaid"
+    if (path / LEXICAL_MANIFEST).is_file() and not voyager:
+        return "bm25"
     if voyager:
         if _is_voyager_manifest(path / VOYAGER_MANIFEST):
             return "voyager"
@@ -115,7 +120,8 @@ def index_backend(folder: str | Path) -> str | None:
             "Searcher (backend='qdrant'; --backend qdrant), or choose another folder"
         )
     entries = [p for p in path.iterdir() if p.name != LOCK]
-    foreign = [p.name for p in entries if not (_VOYAGER_LEFTOVER.match(p.name) or _PLAID_LEFTOVER.match(p.name))]
+    leftovers = (_VOYAGER_LEFTOVER, _PLAID_LEFTOVER, _LEXICAL_LEFTOVER)
+    foreign = [p.name for p in entries if not any(pattern.match(p.name) for pattern in leftovers)]
     foreign = [name for name in foreign if not (path / name / BUILDING).exists()]  # a killed PLAID build
     ours = [name for name in foreign if _VOYAGER_STORE.match(name) or _PLAID_DATA.match(name)]
     if ours and len(ours) == len(foreign):
@@ -169,7 +175,7 @@ def detect_backend(folder: str | Path) -> str | None:
     Returns
     -------
     str or None
-        ``"voyager"``, ``"plaid"``, ``"qdrant"`` or ``None`` (no index yet).
+        ``"voyager"``, ``"plaid"``, ``"bm25"``, ``"qdrant"`` or ``None`` (no index yet).
 
     Examples
     --------
@@ -190,7 +196,7 @@ def check_backend(folder: str | Path, backend: str | None) -> str:
     folder
         The index folder.
     backend
-        ``"voyager"``, ``"plaid"``, ``"qdrant"`` or ``None`` (the folder's backend).
+        ``"voyager"``, ``"plaid"``, ``"bm25"``, ``"qdrant"`` or ``None`` (the folder's backend).
 
     Returns
     -------

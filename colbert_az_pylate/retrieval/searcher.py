@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,105 +25,24 @@ from colbert_az_pylate.retrieval.backends import BACKENDS, backend_class
 from colbert_az_pylate.retrieval.corpus import check_documents, check_metadata
 from colbert_az_pylate.retrieval.encoding import encode_document_vectors
 from colbert_az_pylate.retrieval.folders import check_backend, detect_backend
+from colbert_az_pylate.retrieval.hits import Hit, rerank
+from colbert_az_pylate.retrieval.hybrid import DEFAULT_CANDIDATES, HybridSearch, check_mode, documents_ranked
 from colbert_az_pylate.retrieval.ids import check_document_ids
+from colbert_az_pylate.retrieval.lexical import LEXICAL_MANIFEST
 from colbert_az_pylate.retrieval.passages import (
     DEFAULT_OVERLAP,
     PASSAGE_SEPARATOR,
     PassageReport,
     index_entries,
-    parse_passage_id,
     passage_id,
 )
 from colbert_az_pylate.retrieval.plaid_index import MANIFEST as PLAID_MANIFEST
-from colbert_az_pylate.scores import rerank_scores
 from colbert_az_pylate.signature import ModelSignature
 
 
-@dataclass
-class Hit:
-    """One ranked result.
-
-    Parameters
-    ----------
-    id
-        The document's id.
-    score
-        Its MaxSim score for the query (higher is better).
-    text
-        The document's text, as indexed.
-    metadata
-        The metadata stored with it.
-    passage
-        The number of the passage that scored (0 for a document indexed whole); ``None`` when unknown.
-    span
-        ``(start, end)``: where ``text`` lies in the document, in characters (``document[start:end] == text``);
-        for a long document split into passages, the best passage's.
-
-    Examples
-    --------
-    >>> Hit("baku", 12.5, "Bakı paytaxtdır.", {"lang": "az"}, passage=0, span=(0, 16)).to_dict()
-    {'id': 'baku', 'score': 12.5, 'text': 'Bakı paytaxtdır.', 'metadata': {'lang': 'az'}, 'passage': 0, 'span': [0, 16]}
-    """
-
-    id: str
-    score: float
-    text: str | None = None
-    metadata: dict = field(default_factory=dict)
-    passage: int | None = None
-    span: tuple[int, int] | None = None
-
-    def to_dict(self) -> dict:
-        """The hit as a JSON-ready dict."""
-        return {
-            "id": self.id,
-            "score": self.score,
-            "text": self.text,
-            "metadata": self.metadata,
-            "passage": self.passage,
-            "span": list(self.span) if self.span is not None else None,
-        }
-
-
-def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
-    """Rank ``documents`` for ``query`` by exact MaxSim, no index needed.
-
-    Parameters
-    ----------
-    model
-        A pylate ColBERT, or anything :func:`colbert_az_pylate.load` accepts (a converted folder, a raw colbert-az
-        folder, a hub id).
-    query
-        The query text.
-    documents
-        The texts to rank.
-    batch_size
-        Encoding batch size (default 32).
-
-    Returns
-    -------
-    list[Hit]
-        Every document, best first; a hit's id is the document's position in ``documents``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from colbert_az_pylate import convert
-    >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
-    >>> folder = tempfile.mkdtemp()
-    >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model
-    >>> [hit.id for hit in rerank(f"{folder}/model", "Şəki xan sarayı", ["Bakı paytaxtdır.", "Şəki xan sarayı"])]
-    ['1', '0']
-    >>> import shutil; shutil.rmtree(folder)
-    """
-    documents = check_documents(documents)
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidArgumentError("the query must be a non-empty text")
-    batch_size = check_count(batch_size, "batch_size")
-    model, _ = resolve_model(model)
-    query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
-    vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
-    order, scores = rerank_scores(query_vectors, list(vectors))
-    return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
+def _no_vectors(chunk) -> None:
+    """What a BM25 index is given for token vectors: nothing (its entries are never encoded)."""
+    return None
 
 
 def _check_index_folder(name: str | Path, writable: bool) -> None:
@@ -142,7 +61,7 @@ def _check_index_folder(name: str | Path, writable: bool) -> None:
         raise InvalidArgumentError(f"cannot create the index folder {folder}: {parent} is not writable")
 
 
-class Searcher:
+class Searcher(HybridSearch):
     """A colbert-az model plus an index folder: index texts, search them, rerank without an index.
 
     Parameters
@@ -154,9 +73,16 @@ class Searcher:
         The index folder (created when missing; must not be a file).
     backend
         ``"voyager"`` (:class:`VoyagerIndex`: HNSW + exact rerank, updatable), ``"plaid"`` (:class:`PlaidIndex`:
-        built once, for large corpora) or ``"qdrant"`` (:class:`QdrantIndex`: exact MaxSim in Qdrant, embedded in
-        ``folder`` or on a server with ``url``; updatable); ``None`` (default): the folder's own backend, Voyager
-        for a new folder. A backend other than the folder's is refused (``--backend`` on the command line).
+        built once, for large corpora), ``"qdrant"`` (:class:`QdrantIndex`: exact MaxSim in Qdrant, embedded in
+        ``folder`` or on a server with ``url``; updatable) or ``"bm25"`` (:class:`LexicalIndex`: words only, no
+        token vectors; what ``mode="bm25"``/``"bm25+rerank"`` build); ``None`` (default): the folder's own backend,
+        Voyager for a new folder. A backend other than the folder's is refused (``--backend`` on the command line).
+    mode
+        How :meth:`search` ranks by default, and so what the index keeps (``--mode``): ``"late"`` (token vectors,
+        MaxSim: the model card's retrieval), ``"bm25"`` (words only, Azerbaijani-aware BM25), ``"bm25+rerank"``
+        (BM25's top candidates reranked by MaxSim: no vector index at all) or ``"fusion"`` (reciprocal rank fusion
+        of late and BM25: vectors plus a BM25 index in ``folder/bm25``). ``None`` (default): the mode the folder
+        was built for, ``"late"`` for a new one. See :mod:`~colbert_az_pylate.retrieval.hybrid`.
     override
         Start the index afresh (``--override`` on the command line). The old index stays intact until the new one
         is complete (the end of :meth:`index`), and is kept if indexing fails.
@@ -217,8 +143,11 @@ class Searcher:
         api_key: str | None = None,
         encoder: str = "torch",
         quantize: str | None = None,
+        mode: str | None = None,
         **index_settings,
     ) -> None:
+        if mode is not None:
+            check_mode(mode)
         if not isinstance(pool_factor, int) or isinstance(pool_factor, bool) or pool_factor < 1:
             raise InvalidArgumentError(f"pool_factor must be an integer >= 1 (1 = no pooling), got {pool_factor!r}")
         batch_size = check_count(batch_size, "batch_size")
@@ -232,6 +161,8 @@ class Searcher:
             backend = "qdrant"
         else:
             _check_index_folder(folder, writable=not read_only)
+            if backend is None and mode in ("bm25", "bm25+rerank") and detect_backend(folder) is None:
+                backend = "bm25"  # words only: nothing to encode at indexing time
             backend = check_backend(folder, backend)  # before any work: a folder of someone else's, a lost manifest
         self.pool_factor = pool_factor
         self.model, name = resolve_model(model, encoder, quantize)
@@ -256,6 +187,8 @@ class Searcher:
             api_key=api_key,
             settings=index_settings,
         )
+        self.lexical = self._open_lexical(mode, read_only, override)
+        self.mode = self._default_mode(mode)
 
     @classmethod
     def open(
@@ -296,7 +229,7 @@ class Searcher:
         if backend == "qdrant":
             return cls._open_qdrant(folder, model, url, kwargs)
 
-        manifest = Path(folder) / MANIFEST
+        manifest = Path(folder) / (LEXICAL_MANIFEST if backend == "bm25" else MANIFEST)
         if backend == "plaid":
             manifest, kwargs["backend"] = Path(folder) / PLAID_MANIFEST, "plaid"
             read_only = False  # PLAID indexes are never written after their build
@@ -515,9 +448,14 @@ class Searcher:
         gives the token vectors of a list of entries (encoded now, or read from shards)."""
         if not self.backend_type.updatable:
             return self._build_once([entry for document in entries for entry in document], vectors_of)
+        if not BACKENDS[self.backend].stores_vectors:
+            vectors_of = _no_vectors  # a BM25 index: the texts are all it keeps
         steps = range(0, len(entries), commit_every)
-        # with override=True, an index with commits replaces the old one only when all is added (Qdrant: see docs)
-        with self.index_store.batch():
+        companion = self._companion()
+        # with override=True, an index with commits replaces the old one only when all is added (Qdrant: see docs);
+        # a BM25 companion commits after each commit of the vectors (with override: once, after theirs)
+        words_batch = companion.batch() if companion is not None and self.override else nullcontext()
+        with words_batch, self.index_store.batch():
             for start in tqdm(steps, desc="Indexing", disable=len(steps) < 2):
                 chunk = [entry for document in entries[start : start + commit_every] for entry in document]
                 stale = []
@@ -525,13 +463,16 @@ class Searcher:
                     fresh = {entry_id for entry_id, _, _ in chunk}
                     for doc_id in ids[start : start + commit_every]:
                         stale.extend(e for e in self._stored_entries(doc_id) if e not in fresh)
+                chunk_ids, payloads = [entry_id for entry_id, _, _ in chunk], [payload for _, _, payload in chunk]
                 self.index_store.write_entries(
-                    [entry_id for entry_id, _, _ in chunk],
+                    chunk_ids,
                     vectors_of(chunk),
-                    [payload for _, _, payload in chunk],
+                    payloads,
                     upsert=upsert,
                     stale=stale,  # removed in the same commit, or after the new passages are in
                 )
+                if companion is not None:
+                    companion.write_entries(chunk_ids, None, payloads, upsert=upsert, stale=stale)
         return self
 
     def _stored_entries(self, doc_id: str) -> list[str]:
@@ -572,6 +513,10 @@ class Searcher:
             show_progress=bool(self._progress(len(entries))),
             settings=self.index_settings,
         )
+        if self._companion() is not None:
+            self._companion().replace_all(
+                [entry_id for entry_id, _, _ in entries], [payload for _, _, payload in entries]
+            )
         return self
 
     def add(self, documents: Sequence[str], ids: Sequence[str] | None = None, metadata=None, **kwargs) -> Searcher:
@@ -616,6 +561,8 @@ class Searcher:
                 f"{len(missing)} ids are not in the index (e.g. {missing[:3]}); nothing was removed"
             )
         self.index_store.remove_documents(entries)
+        if self._companion() is not None:
+            self._companion().remove_documents(entries)
         return self
 
     def _hit(self, entry: dict) -> Hit:
@@ -643,30 +590,19 @@ class Searcher:
 
     def _documents_ranked(self, embeddings, k: int, exact: bool | None, k_token: int, subset) -> list[list[dict]]:
         """Top ``k`` documents per query, each at its best passage: passages are fetched until ``k`` documents."""
-        total = len(self.index_store)
-        fetch = min(total, k * 4)
-        results: list[list[dict] | None] = [None] * len(embeddings)
-        pending = list(range(len(embeddings)))
-        while pending:
-            ranked = self._ranked([embeddings[i] for i in pending], fetch, exact, k_token, subset)
-            still = []
-            for query, entries in zip(pending, ranked, strict=True):
-                best: dict[str, dict] = {}
-                for entry in entries:
-                    parsed = parse_passage_id(entry["id"])
-                    best.setdefault(parsed[0] if parsed else entry["id"], entry)
-                if len(best) >= k or len(entries) < fetch or fetch >= total:
-                    results[query] = list(best.values())[:k]
-                else:
-                    still.append(query)
-            pending, fetch = still, min(total, fetch * 4)
-        return results
+
+        def rank(queries: list[int], fetch: int) -> list[list[dict]]:
+            return self._ranked([embeddings[i] for i in queries], fetch, exact, k_token, subset)
+
+        return documents_ranked(rank, len(embeddings), k, total=len(self.index_store))
 
     def search(
         self,
         queries: str | Sequence[str],
         k: int = 10,
         *,
+        mode: str | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
         exact: bool | None = None,
         k_token: int = 256,
         subset: Sequence[str] | None = None,
@@ -680,6 +616,13 @@ class Searcher:
             One query text, or a list of them.
         k
             Hits per query, a whole number >= 1 (default 10).
+        mode
+            ``"late"``, ``"bm25"``, ``"bm25+rerank"`` or ``"fusion"`` (see the class; default: the searcher's
+            ``mode``). A hit's score is MaxSim in ``late`` and ``bm25+rerank``, BM25's in ``bm25`` (texts sharing no
+            word with the query are left out) and the fused reciprocal rank in ``fusion``.
+        candidates
+            How deep BM25 (``bm25+rerank``) or each of the two rankings (``fusion``) goes, a whole number >= 1
+            (default 100; at least ``k``).
         exact
             ``None`` (default): score every document by exact MaxSim when that is faster than the graph (a small
             Voyager index: recall 1.0 at a lower cost, see :attr:`VoyagerIndex.exact_is_faster`), else search the
@@ -706,10 +649,18 @@ class Searcher:
         batch = [queries] if single else list(queries)
         if not batch or any(not isinstance(q, str) or not q.strip() for q in batch):
             raise InvalidArgumentError("queries must be non-empty texts")
+        mode = self._search_mode(mode)
+        check_count(candidates, "candidates")
         self._check_search(k, exact, k_token, subset, group_by)  # before the encoding: a bad argument costs nothing
-        results = self.search_encoded(
-            self.encode_queries(batch), k, exact=exact, k_token=k_token, subset=subset, group_by=group_by
-        )
+        if mode == "late":
+            results = self.search_encoded(
+                self.encode_queries(batch), k, exact=exact, k_token=k_token, subset=subset, group_by=group_by
+            )
+        else:
+            ranked = self._search_hybrid(
+                batch, mode, k, candidates, exact, k_token, self._subset_entries(subset), group_by
+            )
+            results = [[self._hit(entry) for entry in entries] for entries in ranked]
         return results[0] if single else results
 
     def _check_search(self, k, exact, k_token, subset, group_by) -> None:
@@ -749,13 +700,18 @@ class Searcher:
             One list of hits per query, best first.
         """
         self._check_search(k, exact, k_token, subset, group_by)
-        if subset is not None:
-            subset = [entry for doc_id in subset if isinstance(doc_id, str) for entry in self._stored_entries(doc_id)]
+        subset = self._subset_entries(subset)
         if group_by == "passage" or not self._has_passages():
             ranked = self._ranked(query_embeddings, k, exact, k_token, subset)
         else:
             ranked = self._documents_ranked(query_embeddings, k, exact, k_token, subset)
         return [[self._hit(entry) for entry in entries] for entries in ranked]
+
+    def _subset_entries(self, subset: Sequence[str] | None) -> list[str] | None:
+        """The index entries of the documents in ``subset`` (each passage of a split one)."""
+        if subset is None:
+            return None
+        return [entry for doc_id in subset if isinstance(doc_id, str) for entry in self._stored_entries(doc_id)]
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[Hit]:
         """Rank ``documents`` for ``query`` by exact MaxSim, with this searcher's model (see :func:`rerank`)."""
