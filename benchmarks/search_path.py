@@ -189,12 +189,22 @@ def main() -> None:
                 for round_number in range(args.rounds):
                     order = args.paths[round_number % len(args.paths) :] + args.paths[: round_number % len(args.paths)]
                     for path in order:
-                        command = [sys.executable, __file__, "--dataset", str(args.dataset), "--queries",
-                                   str(args.queries), "--worker", json.dumps([path, corpora[size]])]
+                        command = [
+                            sys.executable,
+                            __file__,
+                            "--dataset",
+                            str(args.dataset),
+                            "--queries",
+                            str(args.queries),
+                            "--worker",
+                            json.dumps([path, corpora[size]]),
+                        ]
                         answer = subprocess.run(command, check=True, capture_output=True, text=True)
                         rounds[path].append(json.loads(answer.stdout.strip().splitlines()[-1])["p50_ms"])
-                        print(f"size {size} {load} round {round_number} {path}: {rounds[path][-1]:.1f} ms",
-                              file=sys.stderr)
+                        print(
+                            f"size {size} {load} round {round_number} {path}: {rounds[path][-1]:.1f} ms",
+                            file=sys.stderr,
+                        )
             finally:
                 for helper in helpers:
                     helper.kill()

@@ -112,8 +112,7 @@ def main() -> None:
                         neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
                     elif load == "neighbours":
                         neighbours = [
-                            subprocess.Popen(command(path, True), env=env, stdout=subprocess.DEVNULL)
-                            for _ in range(2)
+                            subprocess.Popen(command(path, True), env=env, stdout=subprocess.DEVNULL) for _ in range(2)
                         ]
                         time.sleep(8)  # they load and start working
                     else:

@@ -201,3 +201,98 @@ def test_modes_an_index_cannot_serve_are_one_line_errors(gemma_model, tmp_path):
         Searcher(gemma_model, tmp_path / "qdrant", backend="qdrant", mode="fusion")
     with pytest.raises(InvalidArgumentError, match="candidates"):
         late.search(CORPUS[0], candidates=0)
+
+
+def _beir_folder(folder, corpus: list[str]):
+    """A BEIR folder whose query i is document i's text (BM25 finds each at rank 1)."""
+    (folder / "qrels").mkdir(parents=True)
+    docs = [
+        json.dumps({"_id": f"d{i}", "title": "", "text": text}, ensure_ascii=False) for i, text in enumerate(corpus)
+    ]
+    (folder / "corpus.jsonl").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    queries = [json.dumps({"_id": f"q{i}", "text": text}, ensure_ascii=False) for i, text in enumerate(corpus)]
+    (folder / "queries.jsonl").write_text("\n".join(queries) + "\n", encoding="utf-8")
+    qrels = ["query-id\tcorpus-id\tscore", *(f"q{i}\td{i}\t1" for i in range(len(corpus)))]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_cli_index_search_and_evaluate_take_the_mode(gemma_model, tmp_path, capsys, monkeypatch):
+    from colbert_az_pylate.cli import EXIT_BAD_INPUT, main
+    from colbert_az_pylate.evaluation.modes import mode_run
+    from colbert_az_pylate.loading import load
+
+    monkeypatch.chdir(tmp_path)
+    rows = [json.dumps({"id": f"d{i}", "text": text}, ensure_ascii=False) for i, text in enumerate(CORPUS)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["index", gemma_model, "corpus.jsonl", "--index", "idx", "--mode", "fusion", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "fusion" and summary["documents"] == len(CORPUS)
+    expected = Searcher.open(tmp_path / "idx").search(CORPUS[4], k=3, mode="bm25")
+    assert main(["search", "idx", CORPUS[4], "-k", "3", "--mode", "bm25", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["hits"]
+    assert [hit["id"] for hit in hits] == [hit.id for hit in expected] and hits[0]["id"] == "d4"
+    assert main(["search", "idx", CORPUS[4], "--mode", "bm25+rerank", "--candidates", "0"]) == EXIT_BAD_INPUT
+    assert "--candidates must be a whole number >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # argparse: one line naming the modes
+        main(["search", "idx", CORPUS[4], "--mode", "words"])
+    assert stopped.value.code == EXIT_BAD_INPUT and "choose from 'late', 'bm25'" in capsys.readouterr().err
+    _beir_folder(tmp_path / "beir", CORPUS)
+    runs = {}
+    for mode in ("bm25", "bm25+rerank", "fusion"):
+        argv = ["evaluate", "--protocol", "beir", "--data", "beir", "--mode", mode, "--candidates", "5"]
+        assert main([*argv, "--run-dir", "runs", "--json", gemma_model]) == 0
+        report = json.loads(capsys.readouterr().out)[gemma_model]
+        assert report["mode"] == mode and report["evaluated"] == len(CORPUS)
+        runs[mode] = report
+    assert runs["bm25"]["metrics"]["all"]["P@1"] == 1.0  # each query is its document's text
+    # the command's run is mode_run's (the searcher's rules, in memory)
+    queries = {f"q{i}": text for i, text in enumerate(CORPUS)}
+    corpus = {f"d{i}": text for i, text in enumerate(CORPUS)}
+    reference = mode_run(load(gemma_model), queries, corpus, mode="bm25+rerank", candidates=5, show_progress_bar=False)
+    trec = (tmp_path / "runs").glob("*bm25-rerank.beir.trec")
+    saved = {}
+    for line in next(trec).read_text().splitlines():
+        query, _, doc, _, _, _ = line.split()
+        saved.setdefault(query, []).append(doc)
+    assert saved == {q: list(docs) for q, docs in reference.items()}
+    argv = ["evaluate", "--protocol", "triplets", "--data", "x.jsonl", "--mode", "fusion", gemma_model]
+    assert main(argv) == EXIT_BAD_INPUT
+    assert "--mode fusion ranks a corpus: use it with --protocol az-mirage or beir" in capsys.readouterr().err
+
+
+def test_the_server_searches_in_every_mode_and_sees_its_own_writes_in_bm25(gemma_model, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from colbert_az_pylate.serving import create_app
+
+    searcher = Searcher(gemma_model, tmp_path / "both", mode="fusion", show_progress_bar=False)
+    searcher.index(CORPUS, ids=[f"d{i}" for i in range(len(CORPUS))])
+    expected = {mode: searcher.search(CORPUS[5], k=4, mode=mode) for mode in ("late", "bm25", "bm25+rerank", "fusion")}
+    key = "k" * 40
+    app = create_app(searcher, api_key=key, allowed_hosts=["testserver"])
+    with TestClient(app) as client:
+        assert client.get("/health").json()["mode"] == "fusion"
+        for mode, hits in expected.items():
+            answer = client.post("/search", json={"queries": [CORPUS[5]], "k": 4, "mode": mode})
+            assert answer.status_code == 200, answer.text
+            found = answer.json()["results"][0]["hits"]
+            assert [hit["id"] for hit in found] == [hit.id for hit in hits], mode
+            assert np.allclose([hit["score"] for hit in found], [hit.score for hit in hits], atol=1e-4), mode
+        added = client.post(
+            "/documents",
+            json={"documents": [{"id": "new", "text": "Xınalıq kəndi dağlardadır"}]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert added.status_code == 200, added.text
+        answer = client.post("/search", json={"queries": ["xınalıq"], "k": 1, "mode": "bm25"})
+        assert answer.json()["results"][0]["hits"][0]["id"] == "new"  # the searches' BM25 view moved to the commit
+        refused = client.post("/search", json={"queries": ["x"], "mode": "bm25", "candidates": 0})
+        assert refused.status_code == 400 and "candidates must be from 1" in refused.json()["error"]
+    late = Searcher(gemma_model, tmp_path / "late", show_progress_bar=False)
+    late.index(CORPUS[:3])
+    with TestClient(create_app(late, allowed_hosts=["testserver"])) as client:
+        refused = client.post("/search", json={"queries": ["x"], "mode": "fusion"})
+    assert refused.status_code == 400 and "needs a BM25 index" in refused.json()["error"], refused.text
+    assert str(tmp_path) not in refused.json()["error"]  # the server's paths stay private

@@ -187,17 +187,19 @@ class HybridSearch:
             return rank(list(range(len(texts))), k)
         return documents_ranked(rank, len(texts), k, total=len(lexical))
 
+    def encode_candidates(self, texts: list[str]) -> list:
+        """Document token vectors of BM25's candidates, for the MaxSim rerank (never pooled; a server encodes them
+        in chunks behind its queries)."""
+        return self.model.encode(
+            texts, is_query=False, batch_size=self.batch_size, show_progress_bar=self._progress(len(texts))
+        )
+
     def _maxsim_reranked(self, texts: list[str], found: list[list[dict]]) -> list[list[dict]]:
         """``found`` entries per query reranked by exact MaxSim (each distinct entry encoded once, not pooled)."""
         unique = list(dict.fromkeys(entry["id"] for entries in found for entry in entries))
         if not unique:
             return [[] for _ in texts]
-        vectors = self.model.encode(
-            [self.lexical.payload(entry_id)["text"] for entry_id in unique],
-            is_query=False,
-            batch_size=self.batch_size,
-            show_progress_bar=self._progress(len(unique)),
-        )
+        vectors = self.encode_candidates([self.lexical.payload(entry_id)["text"] for entry_id in unique])
         by_id = dict(zip(unique, vectors, strict=True))
         reranked = []
         for query, entries in zip(self.encode_queries(texts), found, strict=True):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import unicodedata
@@ -250,12 +251,17 @@ class LexicalIndex:
 
     def refresh(self) -> LexicalIndex:
         """Move to the latest commit (a reader in another process than the writer)."""
-        if (self.folder / LEXICAL_MANIFEST).is_file() and self.commit_state() != self._read_manifest()["generation"]:
+        if (self.folder / LEXICAL_MANIFEST).is_file() and self.generation != self._read_manifest()["generation"]:
             self._load(None, self.default_mode)
         return self
 
-    def commit_state(self) -> int:
-        return self.generation
+    def commit_state(self) -> tuple | None:
+        """The manifest's inode, mtime and size: it changes with every commit of any process (one ``stat``)."""
+        try:
+            stat = os.stat(self.folder / LEXICAL_MANIFEST)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def __len__(self) -> int:
         return len(self.entries)

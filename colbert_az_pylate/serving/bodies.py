@@ -24,6 +24,12 @@ def request_bodies() -> SimpleNamespace:
         )
         group_by: Literal["document", "passage"] = Field("document", description="one hit per document or passage")
         subset: list[str] | None = Field(None, description="only these document ids may be returned")
+        mode: Literal["late", "bm25", "bm25+rerank", "fusion"] | None = Field(
+            None,
+            description="late (MaxSim), bm25, bm25+rerank (BM25's candidates reranked by MaxSim) or fusion; null or "
+            "absent: the mode the index was built for",
+        )
+        candidates: int = Field(100, description="how deep BM25 (and for fusion, MaxSim) ranks before the rerank")
 
     class Document(Body):
         id: str

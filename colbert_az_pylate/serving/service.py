@@ -86,7 +86,9 @@ class SearchService:
                 )
             self.seen = self._commit_state()
         self.shared_store = writable and self.reader.index_store is store and not self.commits
+        self._open_reader_lexical(searcher, writable)
         self.reader.encode_queries = self._embeddings_of_this_request  # the batcher encoded them already
+        self.reader.encode_candidates = self._encode_candidates  # bm25+rerank: in chunks, behind queries
         model = self.reader.model
         self.query_length = int(getattr(model, "query_length", 32) or 32)
         self.document_length = int(getattr(model, "document_length", 256) or 256)
@@ -107,6 +109,22 @@ class SearchService:
         self.refreshing = False
         self.counted_at = 0.0
         self.counters = self._count()
+
+    def _open_reader_lexical(self, searcher, writable: bool) -> None:
+        """The searches' own view of the BM25 index (a BM25-only index is its store; a companion beside the vectors
+        is opened read-only when this server writes, so a search never reads an entry list being changed)."""
+        if searcher.lexical is None:
+            return
+        if not BACKENDS[self.backend].stores_vectors:
+            self.reader.lexical = self.reader.index_store
+        elif writable:
+            from colbert_az_pylate.retrieval.lexical import LexicalIndex  # numpy: not with the package
+
+            self.reader.lexical = LexicalIndex(searcher.lexical.folder, read_only=True)
+
+    def _separate_lexical(self):
+        lexical = self.reader.lexical
+        return lexical if lexical is not None and lexical is not self.reader.index_store else None
 
     def close(self) -> None:
         self.search_pool.shutdown(wait=False, cancel_futures=True)
@@ -139,17 +157,20 @@ class SearchService:
                 vectors.extend(encode(texts[start : start + self.document_chunk]))
         return vectors
 
+    def _encode_document_chunk(self, chunk: list[str]) -> list:
+        return list(
+            self.reader.model.encode(
+                chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
+            )
+        )
+
     def encode_documents(self, texts: list[str], stop: threading.Event | None = None) -> list:
         """Document vectors for ``/v1/embeddings`` (``is_query: false``): bulk work, behind queries and writes."""
+        return self._document_chunks(texts, BULK, self._encode_document_chunk, stop)
 
-        def encode(chunk: list[str]) -> list:
-            return list(
-                self.reader.model.encode(
-                    chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
-                )
-            )
-
-        return self._document_chunks(texts, BULK, encode, stop)
+    def _encode_candidates(self, texts: list[str]) -> list:
+        """BM25's candidates for a ``bm25+rerank`` search: at the level of writes, ahead of bulk embeddings."""
+        return self._document_chunks(list(texts), WRITES, self._encode_document_chunk)
 
     def rerank_scores(self, query_vectors, texts: list[str], stop: threading.Event | None = None):
         """MaxSim of the encoded query against each of ``texts`` (``/v1/rerank``) and the documents' token count:
@@ -158,14 +179,7 @@ class SearchService:
 
         from colbert_az_pylate.scores import rerank_scores  # imports torch: not with the package
 
-        def encode(chunk: list[str]) -> list:
-            return list(
-                self.reader.model.encode(
-                    chunk, is_query=False, batch_size=len(chunk), show_progress_bar=False, convert_to_numpy=True
-                )
-            )
-
-        vectors = self._document_chunks(texts, WRITES, encode, stop)
+        vectors = self._document_chunks(texts, WRITES, self._encode_document_chunk, stop)
         _, scores = rerank_scores(query_vectors, vectors)
         return scores, sum(len(v) for v in vectors)
 
@@ -184,7 +198,8 @@ class SearchService:
 
     # -- reading
     def _commit_state(self):
-        return self.reader.index_store.commit_state()
+        lexical = self._separate_lexical()  # a BM25 companion commits on its own, after the vectors
+        return self.reader.index_store.commit_state(), lexical.commit_state() if lexical is not None else None
 
     def stale(self) -> bool:
         """Whether a commit was made since the searches' view was refreshed (one ``stat``, no lock)."""
@@ -200,6 +215,8 @@ class SearchService:
                 return
             with self.index_lock.write():
                 self.reader.index_store.refresh()
+                if self._separate_lexical() is not None:
+                    self.reader.lexical.refresh()
                 self.seen = state
             with self.index_lock.read():  # counting reads every id (passages): beside the searches, not alone
                 self.counters = self._count()
@@ -238,13 +255,20 @@ class SearchService:
             "commit": getattr(self.reader.index_store, "generation", None),
         }
 
-    def search(self, queries: list[str], embeddings: list, k: int, exact: bool | None, group_by: str, subset) -> bytes:
-        """The answer of ``/search``, serialised (outside the lock)."""
+    def search(self, queries: list[str], embeddings: list | None, k: int, exact: bool | None, group_by: str, subset,
+               mode: str | None = None, candidates: int = 100) -> bytes:  # fmt: skip
+        """The answer of ``/search``, serialised (outside the lock); ``embeddings`` None: mode bm25 (none needed)."""
+        from colbert_az_pylate.errors import InvalidArgumentError
+
         self.refresh()
         with self.index_lock.read():
             self.local.embeddings = embeddings
             try:
-                ranked = self.reader.search(queries, k=k, exact=exact, group_by=group_by, subset=subset)
+                ranked = self.reader.search(
+                    queries, k=k, mode=mode, candidates=candidates, exact=exact, group_by=group_by, subset=subset
+                )
+            except InvalidArgumentError as exc:  # a mode this index cannot serve
+                raise ClientError(400, self.public_message(str(exc))) from exc
             finally:
                 self.local.embeddings = None
         return results_json(queries, ranked, self.limits.max_response_bytes)
@@ -254,6 +278,7 @@ class SearchService:
             "status": "ok",
             "model": self.model_name,
             "backend": self.backend,
+            "mode": self.reader.mode,
             "encoder": self.encoder,
             **self.counters,
             "writable": self.writer is not None,
