@@ -79,10 +79,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.model, args.output, args.encoder, args.quantize, overwrite=args.overwrite, on_step=step
     )
     if args.json:
-        print(json.dumps({"folder": str(folder), **record.to_dict()}, indent=2))
+        print(json.dumps({"folder": str(folder), **record.to_dict(), "written": record.written}, indent=2))
         return 0
-    graphs = ", ".join(f"{key} ({record.graphs[key]})" for key in sorted(record.graphs))
-    print(f"exported into {folder}/encoders: {graphs}")
+    if not record.written:
+        print(f"nothing to export: {folder}/encoders already holds these graphs of these weights")
+    else:
+        graphs = ", ".join(f"{key} ({record.graphs[key]})" for key in sorted(record.graphs))
+        print(f"exported into {folder}/encoders: {graphs}; wrote {', '.join(record.written)}")
     quantize = f" --quantize {args.quantize}" if args.quantize else ""
     print(f"check it with: colbert-az verify {args.output or args.model} --encoder {args.encoder}{quantize}")
     return 0
