@@ -154,6 +154,11 @@ def test_export_is_kept_when_current_and_an_existing_output_is_not_replaced(expo
     export_encoder(exported, "openvino", "int8")
     assert graph.stat().st_mtime_ns == stamp
     assert (exported / EXPORT_FOLDER / RECORD_FILE).read_text(encoding="utf-8") == record_before
+    capsys.readouterr()
+    assert main(["export", str(exported), "--encoder", "onnx"]) == 0  # the command says that it wrote nothing
+    assert "nothing to export" in capsys.readouterr().out and graph.stat().st_mtime_ns == stamp
+    assert main(["export", str(exported), "--encoder", "onnx", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == []
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine", encoding="utf-8")
     assert main(["export", str(exported), str(tmp_path / "taken"), "--encoder", "onnx"]) == 2

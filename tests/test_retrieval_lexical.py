@@ -196,7 +196,7 @@ def test_modes_an_index_cannot_serve_are_one_line_errors(gemma_model, tmp_path):
         late.search(CORPUS[0], mode="fusion")
     with pytest.raises(InvalidArgumentError, match="built without BM25; build it again with mode fusion"):
         Searcher(gemma_model, tmp_path / "late", mode="fusion")
-    pytest.importorskip("qdrant_client")
+    require_extra("qdrant_client", "qdrant")
     with pytest.raises(InvalidArgumentError, match="which a Qdrant index does not keep"):
         Searcher(gemma_model, tmp_path / "qdrant", backend="qdrant", mode="fusion")
     with pytest.raises(InvalidArgumentError, match="candidates"):
@@ -262,7 +262,7 @@ def test_cli_index_search_and_evaluate_take_the_mode(gemma_model, tmp_path, caps
 
 
 def test_the_server_searches_in_every_mode_and_sees_its_own_writes_in_bm25(gemma_model, tmp_path):
-    pytest.importorskip("fastapi")
+    require_extra("fastapi", "serve")
     from fastapi.testclient import TestClient
 
     from colbert_az_pylate.serving import create_app
