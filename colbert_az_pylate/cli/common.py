@@ -14,6 +14,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from colbert_az_pylate.retrieval.backends import SEARCH_MODES  # light: the registry imports nothing heavy
+
 __all__ = [
     "DEBUG_ENV",
     "EXIT_BAD_INPUT",
@@ -79,8 +81,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 def add_mode_arguments(parser: argparse.ArgumentParser, what: str, candidates: bool = True) -> None:
     """``--mode`` (one of the search modes) and ``--candidates`` (how deep BM25 ranks before a rerank or fusion)."""
-    from colbert_az_pylate.retrieval.backends import SEARCH_MODES  # light: the registry imports nothing heavy
-
     parser.add_argument("--mode", choices=SEARCH_MODES, default=None, help=what)
     if candidates:
         parser.add_argument(

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.serving.answers import results_json
 from colbert_az_pylate.serving.batching import MicroBatcher
@@ -258,8 +259,6 @@ class SearchService:
     def search(self, queries: list[str], embeddings: list | None, k: int, exact: bool | None, group_by: str, subset,
                mode: str | None = None, candidates: int = 100) -> bytes:  # fmt: skip
         """The answer of ``/search``, serialised (outside the lock); ``embeddings`` None: mode bm25 (none needed)."""
-        from colbert_az_pylate.errors import InvalidArgumentError
-
         self.refresh()
         with self.index_lock.read():
             self.local.embeddings = embeddings

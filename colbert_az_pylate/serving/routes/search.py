@@ -31,8 +31,9 @@ def build_search_router(state: ServerState) -> "APIRouter":
             raise ClientError(400, f"k must be a whole number >= 1, got {body.k}")
         if body.k > limits.max_k:
             raise ClientError(400, f"k is {body.k}; this server returns at most {limits.max_k} hits (--max-k)")
-        if not 1 <= body.candidates <= max(limits.max_k, 1000):
-            raise ClientError(400, f"candidates must be from 1 to {max(limits.max_k, 1000)}, got {body.candidates}")
+        deepest = max(limits.max_k, 1000)
+        if not 1 <= body.candidates <= deepest:
+            raise ClientError(400, f"candidates must be from 1 to {deepest}, got {body.candidates}")
         if body.subset is not None:
             check_count(len(body.subset), limits.max_documents * 100, "subset ids", "--max-documents x 100")
             check_unicode(body.subset, "subset")
@@ -41,9 +42,7 @@ def build_search_router(state: ServerState) -> "APIRouter":
             words_only = (body.mode or service.reader.mode) == "bm25"
             embeddings = None if words_only else await state.encode_queries(request, body.queries)
             search = (service.search, body.queries, embeddings, body.k, body.exact, body.group_by, body.subset)
-            answer = await state.until_disconnected(
-                request, state.in_search_pool(*search, body.mode, body.candidates)
-            )
+            answer = await state.until_disconnected(request, state.in_search_pool(*search, body.mode, body.candidates))
         finally:
             service.searches -= 1
         return Response(answer, media_type="application/json")
