@@ -7,7 +7,7 @@ exactly one document. Both indexes hold the same documents, encoded by the MiniL
 passages, document hits at their best passage), one with ``passages=False`` (each document encoded once, cut at the
 model's document length: what indexing did before passages). Scored by exact MaxSim, so the graph plays no part;
 recall@k of the answer's document, over all questions and by where the answer sits (within the first 256 tokens
-of its document, or past them). Also times splitting one 5 MB document (the "bad input" of issue 10).
+of its document, or past them). Also times splitting one 5 MB document (a careless input).
 
     python benchmarks/long_documents.py --dataset ../shared/data/az-mirage/dataset.json
         # writes benchmarks/results/long-documents.json; about 4 minutes on 2 CPU cores

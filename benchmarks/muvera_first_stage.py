@@ -1,4 +1,4 @@
-"""First stage for a multivector rerank: one mean vector per document against a MUVERA FDE (issue 10, item 2).
+"""First stage for a multivector rerank: one mean vector per document against a MUVERA FDE.
 
 Same corpus and embeddings as ``benchmarks/qdrant_first_stage.py`` (``retrieval.prepare`` / ``retrieval.corpus``:
 AZ-MIRAGE answers and questions encoded by the MiniLM stand-in; each document joins spans of two answers). The first

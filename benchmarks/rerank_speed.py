@@ -8,8 +8,10 @@ Model: the MiniLM stand-in (converted, as every benchmark here), loaded once per
 - ``pylate``: ``model.encode(question, is_query=True)``, ``model.encode(candidates, is_query=False)``, then
   ``pylate.rank.rerank`` — plain pylate on the same loaded model folder.
 
-Each path runs in its own process, the two alternating over ``--rounds`` rounds (2 CPU cores: never two at once);
-the table gives the median over rounds of each path's p50 per question, and both paths' top-10 orders are compared.
+Each path runs in its own process, the paths alternating over ``--rounds`` rounds (2 CPU cores: never two at once);
+the table gives the median over rounds of each path's p50 per question, and the paths' top-10 orders are compared.
+``ours`` is also timed at each encoding batch size of ``BATCH_SIZES`` ("batch_sizes": the fastest is what
+``colbert_az_pylate.retrieval.hits.RERANK_BATCH_SIZE`` must be; ``tests/test_search_path.py`` checks).
 The served figures come from the real command on a free port (``--read-only``; the request is Cohere's shape), with
 every served score compared with ``retrieval.rerank``'s.
 
@@ -36,6 +38,7 @@ sys.path.insert(0, str(HERE))
 from search_path import model_folder  # noqa: E402  (the converted stand-in, cached)
 
 DEFAULT_SAVE = HERE / "results" / "rerank-speed.json"
+BATCH_SIZES = (4, 8, 16, 32)  # rerank's encoding batch: the fastest becomes RERANK_BATCH_SIZE (a test checks)
 
 
 def inputs(dataset: Path, questions: int, candidates: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -46,17 +49,19 @@ def inputs(dataset: Path, questions: int, candidates: int, seed: int = 0) -> lis
 
 
 def child(path: str, model_path: str, work: list) -> dict:
-    """One path's timings in this process: p50 ms per question, and each question's top-10 candidate positions."""
+    """One path's timings in this process: p50 ms per question, and each question's top-10 candidate positions.
+    ``path`` is ``ours`` (rerank's default batch), ``ours@N`` (a batch of N) or ``pylate``."""
     import numpy as np
 
-    if path == "ours":
+    if path.startswith("ours"):
         from colbert_az_pylate import load
         from colbert_az_pylate.retrieval import rerank
 
         model = load(model_path)
+        batch_size = int(path.partition("@")[2]) if "@" in path else None
 
         def run(question, texts):
-            return [int(hit.id) for hit in rerank(model, question, texts)[:10]]
+            return [int(hit.id) for hit in rerank(model, question, texts, batch_size=batch_size)[:10]]
     else:
         from pylate import models, rank
 
@@ -80,7 +85,7 @@ def child(path: str, model_path: str, work: list) -> dict:
 def served(model_path: str, work: list, requests: int) -> dict:
     """``/v1/rerank`` of a real server process: its scores against ``retrieval.rerank``, then p50 and req/s."""
     import httpx
-    from serve_load import ServerProcess
+    from serve_load import ServerProcess, drive
 
     from colbert_az_pylate import load
     from colbert_az_pylate.retrieval import rerank
@@ -100,44 +105,29 @@ def served(model_path: str, work: list, requests: int) -> dict:
             report: dict = {"max_score_difference": worst}
             for clients in (1, 8):
                 todo = [work[i % len(work)] for i in range(requests)]
-                report[f"clients_{clients}"] = _load(server.url, todo, clients)
+                figures, _, errors = drive(server.url, todo, clients, _rerank_request)
+                if errors:
+                    raise RuntimeError(f"{len(errors)} requests failed: {errors[0][:200]}")
+                report[f"clients_{clients}"] = figures
         finally:
             server.stop()
     return report
 
 
-def _load(url: str, todo: list, clients: int) -> dict:
-    import threading
+def batch_sizes(figures: dict[str, list[float]], tops: dict[str, list]) -> dict:
+    """``rerank``'s p50 at each measured batch size (median over rounds), the fastest, and whether every size ranked
+    the same top 10 (a batch must not change a score beyond float noise)."""
+    p50 = {size: statistics.median(figures[f"ours@{size}"]) for size in BATCH_SIZES}
+    return {
+        "p50_ms": {str(size): round(value, 1) for size, value in p50.items()},
+        "fastest": min(p50, key=p50.__getitem__),
+        "same_top10": all(tops[f"ours@{size}"] == tops["pylate"] for size in BATCH_SIZES),
+    }
 
-    import httpx
-    from serve_load import summary
 
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
-
-    def client() -> None:
-        with httpx.Client(base_url=url, timeout=300) as http:
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    question, texts = todo.pop()
-                started = time.perf_counter()
-                answer = http.post("/v1/rerank", json={"query": question, "documents": texts, "top_n": 10})
-                elapsed = time.perf_counter() - started
-                with lock:
-                    (latencies.append(elapsed) if answer.status_code == 200 else errors.append(answer.text))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} requests failed: {errors[0][:200]}")
-    return summary(latencies, time.perf_counter() - began)
+def _rerank_request(client, item: tuple[str, list[str]]):
+    question, texts = item
+    return client.post("/v1/rerank", json={"query": question, "documents": texts, "top_n": 10})
 
 
 def main() -> None:
@@ -156,10 +146,11 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model, work)))
         return
     model_path = str(model_folder())
-    figures: dict[str, list[float]] = {"ours": [], "pylate": []}
+    paths = ["ours", "pylate", *(f"ours@{size}" for size in BATCH_SIZES)]
+    figures: dict[str, list[float]] = {path: [] for path in paths}
     tops: dict[str, list] = {}
     for _ in range(args.rounds):
-        for path in ("ours", "pylate"):
+        for path in paths:
             command = [sys.executable, __file__, "--dataset", str(args.dataset), "--questions", str(args.questions),
                        "--candidates", str(args.candidates), "--child", path, "--model", model_path]  # fmt: skip
             result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
@@ -183,6 +174,7 @@ def main() -> None:
             "same_top10": tops["ours"] == tops["pylate"],
             "per_round_ms": {path: [round(v, 1) for v in values] for path, values in figures.items()},
         },
+        "batch_sizes": batch_sizes(figures, tops),
         "served": served(model_path, work, args.requests),
     }
     args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Serve under abuse: what a hostile or careless client costs everyone else (issue 16).
+"""Serve under abuse: what a hostile or careless client costs everyone else.
 
 Against the real command (``python -m colbert_az_pylate serve INDEX``, uvicorn on 127.0.0.1, no key: anyone may
 search and ask for document embeddings), the MiniLM stand-in (converted) and AZ-MIRAGE answers as documents:

@@ -252,7 +252,8 @@ def resolve_model(model, encoder: str = "torch", quantize: str | None = None):
     colbert_az_pylate.errors.InvalidArgumentError: encoder=/quantize= (--encoder/--quantize) need the model's folder...
     """
     if isinstance(model, (str, Path)):
-        name = str(Path(model).resolve()) if Path(model).exists() else str(model)
+        # absolute, as the user reached it (links not followed): the path an error about it later names
+        name = os.path.abspath(Path(model).expanduser()) if Path(model).expanduser().exists() else str(model)
         return load(model, encoder=encoder, quantize=quantize), name
     if encoder != "torch" or quantize is not None:
         raise InvalidArgumentError(

@@ -7,6 +7,42 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from colbert_az_pylate.errors import InvalidArgumentError
+
+PADDING_MODES = ("exclude", "zero")
+
+
+def reduce_maxsim(
+    similarity: torch.Tensor,
+    documents_mask: torch.Tensor | None = None,
+    queries_mask: torch.Tensor | None = None,
+    padding: str = "exclude",
+) -> torch.Tensor:
+    """The MaxSim rule, once: (…, query_tokens, document_tokens) similarities → (…) scores, for each query token
+    the best document token, summed over query tokens; masks broadcast over the leading dims.
+
+    ``padding="exclude"`` (the model card's MaxSim): a masked document token is never the best; a document with no
+    token left scores 0. ``padding="zero"`` (pylate's training scores): masked similarities count as 0.
+
+    >>> reduce_maxsim(torch.tensor([[[1.0, 0.2], [0.1, -0.5]]]), torch.tensor([[True, False]]))
+    tensor([1.1000])
+    """
+    if padding not in PADDING_MODES:
+        raise InvalidArgumentError(f"padding must be 'exclude' or 'zero', got {padding!r}")
+    if documents_mask is not None:
+        keep = documents_mask.bool().unsqueeze(-2)
+        if padding == "exclude":
+            best = similarity.masked_fill(~keep, float("-inf")).max(dim=-1).values
+            best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # a document without tokens
+        else:
+            best = (similarity * keep).max(dim=-1).values
+    else:
+        best = similarity.max(dim=-1).values
+    if queries_mask is not None:
+        query_keep = queries_mask.to(best.dtype)
+        best = best * query_keep.view(query_keep.size(0), *([1] * (best.dim() - 2)), query_keep.size(1))
+    return best.sum(dim=-1)
+
 
 def maxsim_scores(
     queries: torch.Tensor,
@@ -26,9 +62,7 @@ def maxsim_scores(
     tensor([[1.8000]])
     """
     similarity = torch.einsum("qld,bnd->qbln", queries, documents)
-    if documents_mask is not None:
-        similarity = similarity.masked_fill(~documents_mask.bool()[None, :, None, :], float("-inf"))
-    return similarity.max(dim=-1).values.sum(dim=-1)
+    return reduce_maxsim(similarity, None if documents_mask is None else documents_mask[None])
 
 
 def pad_documents(documents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -149,6 +149,24 @@ def test_an_index_follows_its_model_when_the_model_folder_is_copied_or_moved(tin
     assert json.loads(capsys.readouterr().out)[0]["hits"]
 
 
+def test_a_moved_model_is_named_as_the_user_gave_it_not_where_a_link_led(tiny_model, tmp_path, capsys, monkeypatch):
+    """An index records its model's absolute path as typed (a relative path made absolute, links not followed), so
+    the message about a moved model names a path the user knows."""
+    import shutil
+
+    real = tmp_path / "disk" / "colbert-az"
+    shutil.copytree(tiny_model, real)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "models").symlink_to(tmp_path / "disk")
+    monkeypatch.chdir(tmp_path / "work")
+    corpus = write(tmp_path / "work" / "c.jsonl", json.dumps({"id": "d0", "text": "Bakı"}) + "\n")
+    assert main(["index", "models/colbert-az", "c.jsonl", "--index", "idx"]) == 0
+    (tmp_path / "work" / "models").unlink()  # the link the user went through is gone; the folder is still there
+    message = bad_input(["search", "idx", "Bakı"], capsys)
+    assert f"{tmp_path / 'work' / 'models' / 'colbert-az'}, which is no longer there" in message
+    assert str(tmp_path / "disk") not in message and corpus
+
+
 def test_usage_errors_are_one_error_line_naming_the_command(capsys):
     for argv in (["index", "m", "c"], [], ["frob"], ["index", "m", "c", "--index", "i", "--batch-size", "abc"]):
         with pytest.raises(SystemExit) as stop:

@@ -223,6 +223,23 @@ def test_a_damaged_export_is_one_line_exit_2(exported, tmp_path, capsys, damage,
     assert err.startswith("error: ") and message in err
 
 
+def test_verify_bf16_on_a_cpu_without_bfloat16_says_bf16_was_not_checked(exported, probes, monkeypatch, capsys):
+    """OpenVINO computes a bf16 hint in float32 where the CPU has no bfloat16: verify must not call that a bf16
+    pass. The compiled model's own precision is what decides (here made to say float32, as such a CPU does)."""
+    from colbert_az_pylate.encoders import runtime
+
+    monkeypatch.setattr(runtime, "compiled_precision", lambda compiled: "f32")
+    report = verify_encoder(exported, "openvino", "bf16", probes=probes)
+    assert report.computed_in == runtime.BF16_UNAVAILABLE and report.to_dict()["computed_in"] == report.computed_in
+    assert "bf16 was NOT checked" in report.summary().splitlines()[0]
+    assert "no bfloat16" in load(exported, encoder="openvino", quantize="bf16")[0].auto_model.description
+    assert main(["verify", str(exported), "--encoder", "openvino", "--quantize", "bf16"]) == 0
+    assert "bf16 was NOT checked" in capsys.readouterr().out
+    monkeypatch.setattr(runtime, "compiled_precision", lambda compiled: "bf16")
+    checked = verify_encoder(exported, "openvino", "bf16", probes=probes)
+    assert checked.computed_in == "bfloat16" and "NOT checked" not in checked.summary()
+
+
 def test_bad_encoder_names_and_settings_are_one_line_errors(exported, capsys):
     with pytest.raises(InvalidArgumentError, match="unknown encoder 'tensorrt'"):
         load(exported, encoder="tensorrt")
@@ -268,6 +285,24 @@ def test_an_interrupted_export_leaves_the_folder_as_it_was(converted, tmp_path, 
         export_encoder(folder, "openvino", "int8")
     assert sorted(p.name for p in (folder / EXPORT_FOLDER).iterdir()) == before
     assert (folder / EXPORT_FOLDER / RECORD_FILE).read_text(encoding="utf-8") == record
+    assert isinstance(load(folder, encoder="onnx")[0].auto_model, ExportedBackbone)
+
+
+def test_the_leftover_of_a_killed_export_is_removed_by_the_next_export(converted, tmp_path):
+    """A SIGKILLed export cannot clean up after itself: its ``.staging-<pid>`` folder (another, dead process's)
+    is removed by the next export of that folder, which holds the export lock, so none is running."""
+    import subprocess
+    import sys
+
+    folder = _copy(converted, "wordpiece", tmp_path / "model")
+    export_encoder(folder, "onnx")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = folder / EXPORT_FOLDER / f".staging-{gone.pid}"
+    left.mkdir()
+    (left / "model.onnx").write_bytes(b"half a graph")
+    export_encoder(folder, "onnx")  # nothing to export: the leftover goes all the same
+    assert not list((folder / EXPORT_FOLDER).glob(".staging-*"))
     assert isinstance(load(folder, encoder="onnx")[0].auto_model, ExportedBackbone)
 
 

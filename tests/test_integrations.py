@@ -23,7 +23,6 @@ httpx = require_extra("httpx", "langchain")
 
 from langchain_core.documents import Document  # noqa: E402
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
 from tiny_checkpoints import CORPUS, build_checkpoint  # noqa: E402
 
 from colbert_az_pylate import convert  # noqa: E402
@@ -255,10 +254,24 @@ def test_langchain_from_index_opens_the_folder_with_its_recorded_model(index_fol
     assert documents_as_hits(retriever.invoke(QUERY)) == without_metadata(expected_hits(searcher, k=3))
 
 
-def test_langchain_settings_are_validated_by_pydantic_and_per_call_by_our_rule(searcher):
-    for bad in ({"k": 0}, {"k": True}, {"k": 2.5}, {"group_by": "page"}, {"timeout": 0}, {"top_k": 3}):
-        with pytest.raises(ValidationError, match=next(iter(bad))):
-            LangChainRetriever(searcher=searcher, **bad)
+def test_langchain_settings_are_our_one_line_errors_at_construction_and_per_call(searcher):
+    cases = {
+        "k": (0, r"^k must be a whole number >= 1, got 0 \(int\)$"),
+        "exact": ("yes", r"^exact must be True, False or None"),
+        "group_by": ("page", r"^group_by must be 'document' or 'passage', got 'page'$"),
+        "subset": ("sheki", r"^subset must be a list of document ids, not one id"),
+        "timeout": (0, r"^timeout must be a number of seconds > 0, got 0$"),
+        "top_k": (3, r"^LangChainRetriever has no setting 'top_k'"),
+        "url": (5, r"^LangChainRetriever setting url: "),
+    }
+    for name, (value, message) in cases.items():
+        with pytest.raises(InvalidArgumentError, match=message) as raised:
+            LangChainRetriever(searcher=searcher, **{name: value})
+        assert "\n" not in str(raised.value)
+    for k in (True, 2.5):
+        with pytest.raises(InvalidArgumentError, match=r"^k must be a whole number >= 1"):
+            LangChainRetriever(searcher=searcher, k=k)
+    assert LangChainRetriever(searcher=searcher, subset=("sheki",)).subset == ["sheki"]
     retriever = LangChainRetriever(searcher=searcher)
     with pytest.raises(InvalidArgumentError, match=r"^k must be a whole number >= 1, got 0 \(int\)$"):
         retriever.invoke(QUERY, k=0)

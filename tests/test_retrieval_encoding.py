@@ -160,6 +160,8 @@ def _break(kind: str, out, models, corpus_file) -> None:
     elif kind == "unfinished":
         (out / MANIFEST).unlink()
         (out / "shard-00001.json").unlink()
+    elif kind == "stopped before the manifest":
+        (out / MANIFEST).unlink()
 
 
 @pytest.mark.parametrize(
@@ -170,6 +172,7 @@ def _break(kind: str, out, models, corpus_file) -> None:
         ("truncated shard", "shard-00002.npy in"),
         ("extra shard", "holds shard-00007.npy, which its manifest does not list"),
         ("unfinished", "is unfinished (2 of 3 shards)"),
+        ("stopped before the manifest", "every shard in"),
     ],
 )
 def test_a_bad_shard_folder_is_one_error_line_and_no_index_is_made(models, corpus_file, tmp_path, capsys, kind, said):
@@ -178,6 +181,22 @@ def test_a_bad_shard_folder_is_one_error_line_and_no_index_is_made(models, corpu
     err = _bad(["index", models["model"], "--from-encoded", str(out), "--index", str(index)], capsys)
     assert said in err, err
     assert not index.exists() or not any(index.iterdir())
+
+
+def test_an_encoding_stopped_before_its_manifest_is_finished_by_a_rerun_that_encodes_nothing(
+    models, corpus_file, tmp_path, capsys, monkeypatch
+):
+    import colbert_az_pylate.retrieval.encoding as encoding
+
+    out = tmp_path / "enc"
+    encode_corpus(models["model"], read_corpus(corpus_file), out, shard_size=3, show_progress_bar=False)
+    manifest = (out / MANIFEST).read_bytes()
+    (out / MANIFEST).unlink()
+    err = _bad(["index", models["model"], "--from-encoded", str(out), "--index", str(tmp_path / "index")], capsys)
+    assert "is unfinished (3 of 3" not in err and "nothing is encoded again" in err
+    monkeypatch.setattr(encoding, "encode_document_vectors", lambda *args, **kwargs: pytest.fail("encoded again"))
+    report = encode_corpus(models["model"], read_corpus(corpus_file), out, shard_size=3, show_progress_bar=False)
+    assert report.complete and (out / MANIFEST).read_bytes() == manifest
 
 
 def test_encoding_into_a_folder_of_another_corpus_or_setting_is_refused(models, corpus_file, tmp_path, capsys):

@@ -156,6 +156,10 @@ def test_mode_bm25_builds_a_words_only_index_and_reranks_by_maxsim(gemma_model, 
         searcher.search(query, mode="hybrid")
     opened = Searcher.open(tmp_path / "words")
     assert opened.mode == "bm25+rerank" and [h.id for h in opened.search(query, k=3)] == [h.id for h in reranked[:3]]
+    for read_only in (False, True):  # pylate's Voyager class over a words-only folder: refused, nothing written
+        with pytest.raises(IndexFormatError, match="holds a bm25 index, not a Voyager one; open it with Searcher"):
+            VoyagerIndex(tmp_path, "words", embedding_size=searcher.embedding_size, read_only=read_only)
+    assert detect_backend(tmp_path / "words") == "bm25" and Searcher.open(tmp_path / "words").search(query, k=1)
 
 
 def test_mode_fusion_keeps_bm25_beside_the_vectors_through_every_write(gemma_model, tmp_path):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -189,6 +190,35 @@ def test_openmp_threads_sleep_when_the_package_is_imported_before_torch(code, en
         environment,
     )
     assert tuple(answer) == expected
+
+
+def test_reranks_batch_size_is_the_fastest_measured_and_stored(monkeypatch):
+    """RERANK_BATCH_SIZE is the batch size benchmarks/rerank_speed.py found fastest, and rerank uses it on a CPU
+    (32 on an accelerator) unless given one."""
+    from pathlib import Path
+
+    from colbert_az_pylate.retrieval import hits
+
+    stored = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "rerank-speed.json"
+    record = json.loads(stored.read_text(encoding="utf-8"))["batch_sizes"]
+    assert record["fastest"] == hits.RERANK_BATCH_SIZE and record["same_top10"]
+    assert record["p50_ms"][str(record["fastest"])] == min(record["p50_ms"].values())
+    seen: list[int] = []
+
+    class Model:
+        device = types.SimpleNamespace(type="cpu")
+
+        def encode(self, texts, is_query, batch_size, show_progress_bar):
+            seen.append(batch_size)
+            return [np.ones((3, 4), dtype=np.float32) for _ in texts]
+
+    monkeypatch.setattr(hits, "resolve_model", lambda model: (model, None))
+    model = Model()
+    hits.rerank(model, "Bakı", ["a", "b"])
+    model.device = types.SimpleNamespace(type="cuda")
+    hits.rerank(model, "Bakı", ["a", "b"])
+    hits.rerank(model, "Bakı", ["a", "b"], batch_size=5)
+    assert seen == [hits.RERANK_BATCH_SIZE] * 2 + [32] * 2 + [5] * 2
 
 
 def test_the_exact_search_crossover_is_the_one_measured_and_stored():

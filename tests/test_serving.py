@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 import types
@@ -23,6 +24,7 @@ from colbert_az_pylate.cli import main  # noqa: E402
 from colbert_az_pylate.errors import InvalidArgumentError  # noqa: E402
 from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
 from colbert_az_pylate.serving import MicroBatcher, ServeLimits, batching, create_app  # noqa: E402
+from colbert_az_pylate.serving.service import estimated_tokens  # noqa: E402
 
 KEY = "test-key-ğüşıöçə"[:8] + "0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -108,6 +110,16 @@ def _found(server, doc_id: str, text: str) -> bool:
     return bool(hits) and hits[0]["id"] == doc_id
 
 
+def _texts_in_chunks(service, chunks: int) -> list[str]:
+    """Documents that fill ``chunks`` of ``service``'s model holds (as few and short as that allows)."""
+    tokens = min(service.document_length, service.document_budget // 2 + 1)
+    characters = int((tokens - 3) * service.characters_per_token)
+    per_chunk = max(1, service.document_budget // tokens)
+    texts = [(f"Sənəd {n}: Şahdağ, Qusar. " * characters)[:characters] for n in range(chunks * per_chunk)]
+    assert len(service.document_chunks(texts)) == chunks
+    return texts
+
+
 def _assert_one_line_error(response, status: int | tuple) -> str:
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, (response.status_code, response.text)
@@ -186,6 +198,31 @@ def test_embeddings_answer_like_pylates_server_with_the_models_vectors(served, m
     assert "not served here" in _assert_one_line_error(wrong, 400)
 
 
+def test_documents_are_encoded_in_chunks_of_the_token_budget_shortest_first_and_answered_in_order(served):
+    """A model hold encodes documents whose padded size (texts x the longest, estimated from characters) stays
+    within the budget of 16 queries' tokens: short texts many at once, full-length ones a few, one over it alone;
+    the vectors come back in the order the texts were given."""
+    service = served.service
+    budget, length, ratio = service.document_budget, service.document_length, service.characters_per_token
+    short = ["Bakı."] * 40
+    full = ["Şəki xan sarayı. " * length] * 6
+    mixed = [full[0], *short[:5], full[1]]
+    for texts in (short, full, mixed):
+        chunks = service.document_chunks(texts)
+        assert sorted(i for chunk in chunks for i in chunk) == list(range(len(texts)))  # each text once
+        for chunk in chunks:
+            longest = max(estimated_tokens(texts[i], length, ratio) for i in chunk)
+            assert len(chunk) == 1 or len(chunk) * longest <= budget
+    assert len(service.document_chunks(short)) < len(short) // 2  # short texts share a hold
+    assert len(service.document_chunks(full)) == math.ceil(6 / max(1, budget // length))
+    assert service.document_chunks(mixed)[0] == [1, 2, 3, 4, 5]  # shortest first
+    texts = [TEXTS["sheki"], "Bakı. " * length, TEXTS["baku"]]
+    vectors = service._document_chunks(texts, 1, service._encode_document_chunk)
+    alone = [service._encode_document_chunk([text])[0] for text in texts]
+    assert [len(v) for v in vectors] == [len(v) for v in alone]
+    assert all(np.allclose(v, w, atol=1e-5) for v, w in zip(vectors, alone, strict=True))
+
+
 def test_concurrent_queries_share_forward_passes_and_get_their_own_hits(served):
     batcher = served.service.batcher
     calls, texts = batcher.calls, batcher.texts
@@ -248,6 +285,32 @@ def test_concurrent_writes_and_searches_lose_nothing(served):
     assert not failures
     assert len(acknowledged) == 36
     assert all(_found(served, doc["id"], doc["text"]) for doc in acknowledged)
+
+
+def test_the_tokenizer_is_only_called_while_the_model_is_held_writes_included(served, monkeypatch):
+    """A write splits long documents with the tokenizer that query batches use; a fast tokenizer used by two
+    threads at once fails ("Already borrowed"), so every call, the write's split included, holds the model."""
+    service = served.service
+    tokenizer = type(service.reader.model.tokenizer)
+    real_call, real_special = tokenizer.__call__, tokenizer.num_special_tokens_to_add
+    held: list[bool] = []
+
+    def watched(real):
+        def call(self, *args, **kwargs):
+            held.append(service.model_lock.held)
+            return real(self, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(tokenizer, "__call__", watched(real_call))
+    monkeypatch.setattr(tokenizer, "num_special_tokens_to_add", watched(real_special))
+    long = {"id": "long-race", "text": "Gəncə Nizami Gəncəvinin vətənidir. " * 200}
+    with ThreadPoolExecutor(3) as pool:
+        write = pool.submit(served.client.post, "/documents", json={"documents": [long]}, headers=AUTH)
+        reads = [pool.submit(_search, served, "Gəncə", k=1) for _ in range(6)]
+        assert write.result().status_code == 200 and all(read.result() for read in reads)
+    assert len(held) > 6 and all(held)
+    served.client.request("DELETE", "/documents", json={"ids": ["long-race"]}, headers=AUTH)
 
 
 def test_a_request_while_the_index_is_being_compacted_is_answered(served, monkeypatch):

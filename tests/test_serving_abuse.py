@@ -18,12 +18,20 @@ require_extra("fastapi", "serve")
 require_extra("uvicorn", "serve")
 
 import test_serving  # the fixtures and helpers of the main serving tests  # noqa: E402
-from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index, _search  # noqa: E402
+from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index, _search, _texts_in_chunks  # noqa: E402
 
 from colbert_az_pylate.cli import main  # noqa: E402
 from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
 from colbert_az_pylate.serving import ServeLimits, create_app  # noqa: E402
-from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock  # noqa: E402
+from colbert_az_pylate.serving.concurrency import (  # noqa: E402
+    BULK,
+    QUERIES,
+    WRITES,
+    LeftBeforeTurnError,
+    PriorityLock,
+    ReadWriteLock,
+    TurnLock,
+)
 from colbert_az_pylate.serving.protocol import uvicorn_options  # noqa: E402
 
 model_folder, model = test_serving.model_folder, test_serving.model  # module-scoped fixtures, shared by name
@@ -146,6 +154,32 @@ def test_the_model_lock_serves_waiting_queries_before_writes_and_bulk_work():
     assert order == ["q", "write", "bulk"]
 
 
+def test_reranks_take_turns_in_arrival_order_and_a_waiter_whose_client_left_is_skipped():
+    turns, order = TurnLock(), []
+    stops = {2: threading.Event()}
+
+    def take(number: int) -> None:
+        try:
+            with turns.hold(stops.get(number)):
+                order.append(number)
+        except LeftBeforeTurnError:
+            order.append(f"left {number}")
+
+    threads = []
+    with turns.hold():
+        for number in range(5):
+            threads.append(threading.Thread(target=take, args=(number,)))
+            threads[-1].start()
+            _wait_until(lambda number=number: turns._next_ticket == number + 2)  # queued in this order
+        stops[2].set()
+        _wait_until(lambda: "left 2" in order)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["left 2", 0, 1, 3, 4]
+    with turns.hold():  # the lock is free again
+        assert turns.serving == 6
+
+
 def test_bulk_work_steps_aside_while_searches_are_in_flight_but_is_never_starved():
     lock, busy = PriorityLock(), [True]
     threading.Timer(0.2, lambda: busy.__setitem__(0, False)).start()
@@ -252,7 +286,8 @@ def test_a_burst_of_writes_does_not_hold_searches_back(writable, monkeypatch):
         assert _search(writable, TEXTS["sheki"], k=1)[0]["id"] == "sheki"
         assert not write.done()  # the search did not wait for the write
         assert write.result().status_code == 200
-    assert max(chunks) <= writable.service.document_chunk and len(chunks) >= 40 // writable.service.document_chunk
+    planned = [len(chunk) for chunk in writable.service.document_chunks([d["text"] for d in docs])]
+    assert len(planned) > 1 and sorted(chunks) == sorted(planned)  # one model hold per planned chunk
     assert _search(writable, docs[7]["text"], k=1, subset=["burst-7"])[0]["id"] == "burst-7"
     writable.client.request("DELETE", "/documents", json={"ids": [d["id"] for d in docs]}, headers=AUTH)
 
@@ -274,12 +309,14 @@ def test_document_embeddings_without_a_key_are_encoded_a_chunk_at_a_time_behind_
         return real(texts, *args, **kwargs)
 
     monkeypatch.setattr(service.reader.model, "encode", recorded)
+    monkeypatch.setattr(service, "document_budget", 128)  # a few chunks of these short texts
     texts = [f"Sənəd {n}: Qax, Zaqatala, Balakən." for n in range(20)]
     response = keyless.client.post("/v1/embeddings", json={"input": texts, "is_query": False})
     assert response.status_code == 200, response.text
     assert len(response.json()["data"]) == 20
     documents = [size for is_query, size in holds if is_query is False]
-    assert sum(documents) == 20 and max(documents) <= service.document_chunk < 20
+    planned = [len(chunk) for chunk in service.document_chunks(texts)]
+    assert sum(documents) == 20 and len(planned) > 1 and sorted(documents) == sorted(planned)
 
 
 def test_embedding_requests_beyond_their_cost_or_answer_size_are_refused_naming_the_flag(keyless):
@@ -723,7 +760,8 @@ def test_document_embeddings_stop_at_the_next_chunk_when_their_client_goes(keyle
         return real(texts, *args, **kwargs)
 
     monkeypatch.setattr(service.reader.model, "encode", slow)
-    texts = [f"Sənəd {n}: Şahdağ, Qusar." for n in range(8 * service.document_chunk)]  # eight chunks
+    monkeypatch.setattr(service, "document_budget", 64)  # eight small chunks: within --max-response-bytes
+    texts = _texts_in_chunks(service, 8)
     gone = _connect(keyless)
     gone.sendall(_raw_request("/v1/embeddings", {"input": texts, "is_query": False}))
     assert started.wait(10)

@@ -15,7 +15,7 @@ require_extra("fastapi", "serve")
 require_extra("uvicorn", "serve")
 
 import test_serving  # the fixtures and helpers of the main serving tests  # noqa: E402
-from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index  # noqa: E402
+from test_serving import AUTH, KEY, TEXTS, Server, _assert_one_line_error, _new_index, _texts_in_chunks  # noqa: E402
 
 from colbert_az_pylate.retrieval.searcher import Searcher  # noqa: E402
 from colbert_az_pylate.serving import ServeLimits, create_app  # noqa: E402
@@ -181,7 +181,7 @@ def test_a_rerank_whose_client_goes_stops_encoding_at_the_next_chunk(keyed, monk
         return real(texts, *args, **kwargs)
 
     monkeypatch.setattr(service.reader.model, "encode", slow)
-    texts = [f"Sənəd {n}: Şahdağ, Qusar." for n in range(8 * service.document_chunk)]  # eight chunks
+    texts = _texts_in_chunks(service, 8)
     body = json.dumps({"query": QUERY, "documents": texts}).encode()
     head = (
         f"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

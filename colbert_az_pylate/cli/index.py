@@ -14,7 +14,7 @@ import unicodedata
 
 from colbert_az_pylate.cli.common import add_encoder_arguments, add_mode_arguments, progress
 from colbert_az_pylate.errors import ColbertAzError, InvalidArgumentError, check_count
-from colbert_az_pylate.retrieval.backends import BACKENDS
+from colbert_az_pylate.retrieval.backends import BACKENDS, REMOTE_BACKEND
 from colbert_az_pylate.retrieval.corpus import check_metadata, read_corpus
 
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -58,8 +58,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     check_count(args.batch_size, "--batch-size")
     check_count(args.pool_factor, "--pool-factor")
     server = qdrant_server(args)
-    if server and args.backend not in (None, "qdrant"):
-        raise InvalidArgumentError(f"--url is a Qdrant server: use --backend qdrant, not --backend {args.backend}")
+    if server and args.backend not in (None, REMOTE_BACKEND):
+        raise InvalidArgumentError(
+            f"--url is a {BACKENDS[REMOTE_BACKEND].title} server: use --backend {REMOTE_BACKEND}, "
+            f"not --backend {args.backend}"
+        )
     if args.overlap < 0:
         raise InvalidArgumentError(f"--overlap must be a whole number of tokens >= 0, got {args.overlap}")
     if args.from_encoded is not None:

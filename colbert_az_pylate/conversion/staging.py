@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from colbert_az_pylate.files import replace_synced
+
 STAGING_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 VERIFY_PREFIX = "colbert-az-verify-"
 VERIFY_PATTERN = re.compile(rf"^{re.escape(VERIFY_PREFIX)}(?P<pid>\d+)-[A-Za-z0-9_]+$")
@@ -127,7 +129,7 @@ def remove_stale_staging(parent: Path) -> list[str]:
         output = entry.with_name(match["name"])
         if match["kind"] == "old" and not output.exists():
             try:
-                entry.rename(output)
+                replace_synced(entry, output)
             except OSError:
                 continue
             done.append(f"restored {output.name} from {entry.name} (process {match['pid']} was killed mid-replace)")

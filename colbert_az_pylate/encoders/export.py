@@ -196,8 +196,9 @@ def _export_locked(model, folder: Path, target: Path, fingerprint: str, encoder,
     if record is None or record.fingerprint != fingerprint or record.signature_version != SIGNATURE_VERSION:
         record = ExportRecord(fingerprint, graph_inputs(model))
     record.written = []  # this call's files only: a graph kept from an earlier export is not listed
+    for left in target.glob(".staging-*"):  # an export killed mid-way (we hold the lock: none is running)
+        shutil.rmtree(left, ignore_errors=True)
     staging = target / f".staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         wanted = dict([("onnx", GRAPH_FILES[("onnx", None)]), *record_keys(encoder, quantize)])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from colbert_az_pylate.encoders.export import check_encoder
+from colbert_az_pylate.encoders.runtime import BF16_UNAVAILABLE, PRECISIONS
 from colbert_az_pylate.scores import maxsim_scores, pad_documents
 
 VECTOR_TOLERANCE = 1e-5
@@ -57,6 +58,9 @@ class EncoderParityReport:
         Largest absolute difference of a document token vector component.
     document_tolerance : float or None
         The bound on ``max_document_error`` (``"int8-query"``: documents are float32).
+    computed_in : str
+        What the exported encoder computed in, as it says (``"bfloat16"``; for ``"bf16"`` on a CPU without
+        bfloat16, float32: then bf16 itself was not checked, and the summary says so).
 
     Examples
     --------
@@ -82,6 +86,7 @@ class EncoderParityReport:
     min_top10_agreement: float | None = None
     max_document_error: float = 0.0
     document_tolerance: float | None = None
+    computed_in: str = ""
 
     def failure(self) -> str:
         """The first figure out of budget, as one line; empty when none is."""
@@ -104,6 +109,8 @@ class EncoderParityReport:
         """A few human lines."""
         name = f"{self.encoder} {self.quantize or 'float32'}"
         verdict = "PASSED" if self.passed else f"FAILED: {self.failure()}"
+        if self.quantize == "bf16" and self.computed_in == BF16_UNAVAILABLE:
+            verdict += " — but bf16 was NOT checked: this CPU has no bfloat16, so it computed in float32"
         return "\n".join(
             [
                 f"{name} against pylate's torch encoder: {verdict}",
@@ -259,4 +266,5 @@ def verify_encoder(
         min_top10_agreement=min_top10_agreement if quantize else None,
         max_document_error=document_worst,
         document_tolerance=VECTOR_TOLERANCE if quantize == "int8-query" else None,
+        computed_in=getattr(exported[0].auto_model, "precision", PRECISIONS[quantize]),
     )

@@ -38,6 +38,7 @@ PRECISIONS = {
     "bf16": "bfloat16",
     "int8-query": "queries: static int8 graph, documents: float32",
 }
+BF16_UNAVAILABLE = "float32 (bf16 asked for; this CPU has no bfloat16)"
 
 
 class ExportedBackbone(torch.nn.Module):
@@ -117,6 +118,7 @@ def _openvino_compiled(graph, hint: str, threads: int | None):
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = openvino.Core().compile_model(graph if not isinstance(graph, Path) else str(graph), "CPU", config)
     declared = [node.get_any_name() for node in compiled.inputs]
+    precision = compiled_precision(compiled)
     local = threading.local()  # an infer request serves one thread at a time
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -126,7 +128,14 @@ def _openvino_compiled(graph, hint: str, threads: int | None):
         result = request.infer({name: feeds[name] for name in declared})
         return np.array(result[compiled.outputs[0]], copy=True)
 
+    run.precision = precision  # what OpenVINO computes in: a CPU without bfloat16 computes a bf16 hint in f32
     return run
+
+
+def compiled_precision(compiled) -> str:
+    """The precision a compiled OpenVINO model computes in (``"bf16"``, ``"f32"`` …), as OpenVINO names it."""
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
 def _openvino_runner(path: Path, inputs: list[str], threads: int | None, quantize: str | None = None):
@@ -313,6 +322,10 @@ def _attach_runtime(
         raise
     except Exception as exc:  # a graph the runtime cannot read
         raise CheckpointError(f"{encoder} cannot load {loading}: {first_line(exc)[:200]}") from exc
+    precision = PRECISIONS[quantize]
+    if quantize == "bf16" and getattr(run, "precision", "bf16") != "bf16":
+        precision = BF16_UNAVAILABLE
     transformer.auto_model = ExportedBackbone(
-        run, record.inputs, config, digest, f"{description}, {PRECISIONS[quantize]}", quantize
+        run, record.inputs, config, digest, f"{description}, {precision}", quantize
     )
+    transformer.auto_model.precision = precision

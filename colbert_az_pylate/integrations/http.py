@@ -52,6 +52,13 @@ def check_search_arguments(
     return batch, k, subset
 
 
+def check_timeout(timeout: Any) -> float:
+    """``timeout`` as seconds > 0; one-line :class:`InvalidArgumentError` otherwise."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    return float(timeout)
+
+
 def _httpx():
     try:
         import httpx
@@ -102,8 +109,7 @@ class SearchClient:
             )
         if api_key is not None:
             api_key = check_api_key(api_key)  # the server's rule: else httpx fails on the header, not in one line
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise InvalidArgumentError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        check_timeout(timeout)
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from colbert_az_pylate.integrations import asearch_hits, hit_id, search_hits, search_target
+from colbert_az_pylate.integrations.http import check_search_arguments, check_timeout
 from colbert_az_pylate.integrations.rerank import check_top_n, rerank_scores, rerank_target, settings_error
 
 INSTALL = "pip install 'colbert-az-pylate[langchain]'"
@@ -22,7 +23,7 @@ try:
     from langchain_core.documents import Document
     from langchain_core.documents.compressor import BaseDocumentCompressor
     from langchain_core.retrievers import BaseRetriever
-    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, StrictBool, StrictInt, StrictStr, ValidationError
+    from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 except ImportError as _missing:  # the extra is not installed: a stand-in that says how to get it
     _IMPORT_ERROR: ImportError | None = _missing
 else:
@@ -98,18 +99,24 @@ if _IMPORT_ERROR is None:
         searcher: Any = Field(default=None, exclude=True)
         url: str | None = None
         api_key: SecretStr | None = None
-        timeout: float = Field(default=30.0, gt=0)
-        k: StrictInt = Field(default=10, ge=1)
-        exact: StrictBool | None = None
-        group_by: Literal["document", "passage"] = "document"
-        subset: list[StrictStr] | None = None
+        # checked by our rule after pydantic (one line, the same as the searcher's and the server's)
+        timeout: Any = 30.0
+        k: Any = 10
+        exact: Any = None
+        group_by: Any = "document"
+        subset: Any = None
 
         _target: Any = PrivateAttr(default=None)
 
         def __init__(self, **settings: Any) -> None:
-            super().__init__(**settings)
+            try:
+                super().__init__(**settings)
+            except ValidationError as error:
+                raise settings_error(error, "LangChainRetriever") from None
             # after pydantic, not in a validator: pydantic would wrap our one-line error in a ValidationError
             # whose text shows every argument given, the API key included
+            _, self.k, self.subset = check_search_arguments("query", self.k, self.exact, self.group_by, self.subset)
+            self.timeout = check_timeout(self.timeout)
             self._open_target()
 
         def _open_target(self) -> Any:
@@ -216,7 +223,7 @@ if _IMPORT_ERROR is None:
             Documents to keep, a whole number >= 1, or ``None`` for all (default 3, as LangChain's Cohere
             reranker).
         batch_size
-            Encoding batch size (in process only; default 32).
+            Encoding batch size (in process only; default: that of :func:`~colbert_az_pylate.retrieval.rerank`).
 
         Examples
         --------
@@ -246,7 +253,7 @@ if _IMPORT_ERROR is None:
         # checked by our rule after pydantic (one line, the same as the retrievers' and the server's)
         timeout: Any = 30.0
         top_n: Any = 3
-        batch_size: Any = 32
+        batch_size: Any = None  # rerank's own default (8 texts on a CPU, 32 on an accelerator)
 
         _target: Any = PrivateAttr(default=None)
 

@@ -202,7 +202,7 @@ if _IMPORT_ERROR is None:
         top_n
             Nodes to keep, a whole number >= 1, or ``None`` for all (default 3).
         batch_size
-            Encoding batch size (in process only; default 32).
+            Encoding batch size (in process only; default: that of :func:`~colbert_az_pylate.retrieval.rerank`).
 
         Examples
         --------
@@ -228,7 +228,7 @@ if _IMPORT_ERROR is None:
         # checked by our rule after pydantic (one line, the same as the retrievers' and the server's)
         timeout: Any = 30.0
         top_n: Any = 3
-        batch_size: Any = 32
+        batch_size: Any = None  # rerank's own default (8 texts on a CPU, 32 on an accelerator)
 
         _target: Any = PrivateAttr(default=None)
 

@@ -18,10 +18,10 @@ class LocalModel:
     """A model loaded once (a folder or hub id) or given loaded, scored in process by
     :func:`~colbert_az_pylate.retrieval.searcher.rerank`, one call at a time."""
 
-    def __init__(self, model: Any, batch_size: int) -> None:
+    def __init__(self, model: Any, batch_size: int | None) -> None:
         from colbert_az_pylate.loading import resolve_model
 
-        self.batch_size = check_count(batch_size, "batch_size")
+        self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size")
         self.model, self.name = resolve_model(model)  # loaded here, not on every call
 
     def __repr__(self) -> str:
@@ -35,7 +35,7 @@ class LocalModel:
         return [(int(hit.id), hit.score) for hit in hits[:top_n]]
 
 
-def rerank_target(model: Any, url: str | None, api_key: str | None, timeout: float, batch_size: int) -> Any:
+def rerank_target(model: Any, url: str | None, api_key: str | None, timeout: float, batch_size: int | None) -> Any:
     """What a reranker scores with: a :class:`LocalModel` of ``model`` or a :class:`SearchClient` of ``url``;
     exactly one of the two."""
     if (model is None) == (url is None):

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from colbert_az_pylate.errors import InvalidArgumentError
-
-PADDING_MODES = ("exclude", "zero")
+from colbert_az_pylate.scores import PADDING_MODES, reduce_maxsim
 
 
 def group_maxsim_scores(
@@ -57,7 +56,7 @@ def group_maxsim_scores(
     >>> group_maxsim_scores(q, d, mask, padding="zero")
     tensor([[1., 0.]])
     """
-    return _maxsim(torch.einsum("bqd,bgnd->bgqn", queries, documents), documents_mask, queries_mask, padding)
+    return reduce_maxsim(torch.einsum("bqd,bgnd->bgqn", queries, documents), documents_mask, queries_mask, padding)
 
 
 def all_pairs_maxsim_scores(
@@ -96,26 +95,7 @@ def all_pairs_maxsim_scores(
             [ 0.0000, -0.8000]])
     """
     similarity = torch.einsum("aqd,bnd->abqn", queries, documents)
-    return _maxsim(similarity, None if documents_mask is None else documents_mask[None], queries_mask, padding)
-
-
-def _maxsim(similarity, documents_mask, queries_mask, padding: str) -> torch.Tensor:
-    """(…, query_tokens, document_tokens) similarities → (…) MaxSim sums; masks broadcast over the leading dims."""
-    if padding not in PADDING_MODES:
-        raise InvalidArgumentError(f"padding must be 'exclude' or 'zero', got {padding!r}")
-    if documents_mask is not None:
-        keep = documents_mask.bool().unsqueeze(-2)
-        if padding == "exclude":
-            best = similarity.masked_fill(~keep, float("-inf")).max(dim=-1).values
-            best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))  # a document without tokens
-        else:
-            best = (similarity * keep).max(dim=-1).values
-    else:
-        best = similarity.max(dim=-1).values
-    if queries_mask is not None:
-        query_keep = queries_mask.to(best.dtype)
-        best = best * query_keep.view(query_keep.size(0), *([1] * (best.dim() - 2)), query_keep.size(1))
-    return best.sum(dim=-1)
+    return reduce_maxsim(similarity, None if documents_mask is None else documents_mask[None], queries_mask, padding)
 
 
 def distillation_infonce_loss(

@@ -30,7 +30,17 @@ from colbert_az_pylate.errors import InvalidArgumentError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["BACKENDS", "SEARCH_MODES", "BackendEntry", "IndexBackend", "backend_class"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "REMOTE_BACKEND",
+    "SEARCH_MODES",
+    "WORDS_ONLY_BACKEND",
+    "WORDS_ONLY_MODES",
+    "BackendEntry",
+    "IndexBackend",
+    "backend_class",
+]
 
 
 @runtime_checkable
@@ -139,19 +149,42 @@ class BackendEntry:
     updatable: bool = True  # the class's own flag, known here without importing it (a test holds them equal)
     stores_vectors: bool = True  # False: a BM25 index, searched by text (modes bm25, bm25+rerank), never encoded for
     bm25_beside: bool = True  # a BM25 companion can live in its folder (mode fusion); Qdrant's storage is its own
+    manifest: str | None = None  # the file in its folder that records the model; None: the index records it itself
+    remote: bool = False  # it can live on a server (url=, --url) instead of in a folder
 
     def load(self) -> type:
         return getattr(importlib.import_module(self.module), self.class_name)
 
 
+VOYAGER_MANIFEST = "manifest.json"
+PLAID_MANIFEST = "plaid-manifest.json"
+LEXICAL_MANIFEST = "bm25-manifest.json"  # a BM25 index (retrieval.lexical): on its own, or in a vector index's bm25/
+
 SEARCH_MODES = ("late", "bm25", "bm25+rerank", "fusion")  # retrieval.hybrid's; here for the CLI's choices (light)
+WORDS_ONLY_MODES = ("bm25", "bm25+rerank")  # the modes a BM25 index alone serves (no vectors stored)
 
 BACKENDS: dict[str, BackendEntry] = {
     entry.name: entry
     for entry in (
-        BackendEntry("voyager", "Voyager", "colbert_az_pylate.retrieval.voyager_index", "VoyagerIndex"),
-        BackendEntry("plaid", "PLAID", "colbert_az_pylate.retrieval.plaid_index", "PlaidIndex", updatable=False),
-        BackendEntry("qdrant", "Qdrant", "colbert_az_pylate.retrieval.qdrant_index", "QdrantIndex", bm25_beside=False),
+        BackendEntry(
+            "voyager", "Voyager", "colbert_az_pylate.retrieval.voyager_index", "VoyagerIndex", manifest=VOYAGER_MANIFEST
+        ),
+        BackendEntry(
+            "plaid",
+            "PLAID",
+            "colbert_az_pylate.retrieval.plaid_index",
+            "PlaidIndex",
+            updatable=False,
+            manifest=PLAID_MANIFEST,
+        ),
+        BackendEntry(
+            "qdrant",
+            "Qdrant",
+            "colbert_az_pylate.retrieval.qdrant_index",
+            "QdrantIndex",
+            bm25_beside=False,
+            remote=True,
+        ),
         BackendEntry(
             "bm25",
             "BM25",
@@ -159,9 +192,15 @@ BACKENDS: dict[str, BackendEntry] = {
             "LexicalIndex",
             stores_vectors=False,
             bm25_beside=False,
+            manifest=LEXICAL_MANIFEST,
         ),
     )
 }
+
+
+DEFAULT_BACKEND = "voyager"  # what a new folder gets when no backend is named
+REMOTE_BACKEND = next(entry.name for entry in BACKENDS.values() if entry.remote)  # what url= (--url) opens
+WORDS_ONLY_BACKEND = next(entry.name for entry in BACKENDS.values() if not entry.stores_vectors)
 
 
 def backend_class(name: str) -> type:

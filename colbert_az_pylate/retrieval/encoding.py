@@ -416,9 +416,15 @@ class EncodedCorpus:
         if not (folder / MANIFEST).is_file():
             if (folder / PLAN).is_file():
                 plan = _read_json(folder / PLAN, "the plan")
-                done = sum(1 for n in range(int(plan.get("shards", 0))) if (folder / f"{shard_name(n)}.json").exists())
+                shards = int(plan.get("shards", 0))
+                done = sum(1 for n in range(shards) if _finished(folder, n) is not None)
+                if done == shards:  # stopped between its last shard and the manifest
+                    raise IndexFormatError(
+                        f"every shard in {folder} is written but its manifest is not; rerun `colbert-az encode` "
+                        "with the same arguments to write it (nothing is encoded again)"
+                    )
                 raise IndexFormatError(
-                    f"the encoding in {folder} is unfinished ({done} of {plan.get('shards')} shards); rerun "
+                    f"the encoding in {folder} is unfinished ({done} of {shards} shards); rerun "
                     "`colbert-az encode` with the same arguments to finish it"
                 )
             raise InvalidArgumentError(

@@ -23,11 +23,8 @@ from colbert_az_pylate.errors import (
     OutputExistsError,
 )
 from colbert_az_pylate.files import lock_file
-from colbert_az_pylate.retrieval.backends import BACKENDS
+from colbert_az_pylate.retrieval.backends import BACKENDS, LEXICAL_MANIFEST, PLAID_MANIFEST, VOYAGER_MANIFEST
 
-VOYAGER_MANIFEST = "manifest.json"
-PLAID_MANIFEST = "plaid-manifest.json"
-LEXICAL_MANIFEST = "bm25-manifest.json"  # a BM25 index (retrieval.lexical): on its own, or in a vector index's bm25/
 LOCK = ".lock"
 BUILDING = ".building"  # inside a PLAID build folder until the manifest commits it
 

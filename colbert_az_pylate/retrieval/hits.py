@@ -10,7 +10,12 @@ from colbert_az_pylate.loading import resolve_model
 from colbert_az_pylate.retrieval.corpus import check_documents
 from colbert_az_pylate.scores import rerank_scores
 
-__all__ = ["Hit", "rerank"]
+__all__ = ["RERANK_BATCH_SIZE", "Hit", "rerank"]
+
+RERANK_BATCH_SIZE = 8
+"""Texts per forward pass when :func:`rerank` runs on a CPU: the fastest of the batch sizes measured on 100
+candidates of mixed length (``benchmarks/rerank_speed.py``, ``benchmarks/results/rerank-speed.json``
+"batch_sizes"; a test keeps the two equal). A small batch pads short texts less; on an accelerator the batch is 32."""
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Hit:
         }
 
 
-def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) -> list[Hit]:
+def rerank(model, query: str, documents: Sequence[str], batch_size: int | None = None) -> list[Hit]:
     """Rank ``documents`` for ``query`` by exact MaxSim, no index needed.
 
     Parameters
@@ -71,7 +76,7 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     documents
         The texts to rank.
     batch_size
-        Encoding batch size (default 32).
+        Encoding batch size; by default :data:`RERANK_BATCH_SIZE` on a CPU and 32 on an accelerator.
 
     Returns
     -------
@@ -92,9 +97,15 @@ def rerank(model, query: str, documents: Sequence[str], batch_size: int = 32) ->
     documents = check_documents(documents)
     if not isinstance(query, str) or not query.strip():
         raise InvalidArgumentError("the query must be a non-empty text")
-    batch_size = check_count(batch_size, "batch_size")
     model, _ = resolve_model(model)
+    batch_size = rerank_batch_size(model) if batch_size is None else check_count(batch_size, "batch_size")
     query_vectors = model.encode([query], is_query=True, batch_size=batch_size, show_progress_bar=False)[0]
     vectors = model.encode(documents, is_query=False, batch_size=batch_size, show_progress_bar=len(documents) > 256)
     order, scores = rerank_scores(query_vectors, list(vectors))
     return [Hit(str(i), float(scores[i]), documents[i]) for i in order]
+
+
+def rerank_batch_size(model) -> int:
+    """:data:`RERANK_BATCH_SIZE` when ``model`` runs on a CPU (or says nothing of its device), else 32."""
+    device = getattr(model, "device", None)
+    return RERANK_BATCH_SIZE if getattr(device, "type", "cpu") == "cpu" else 32

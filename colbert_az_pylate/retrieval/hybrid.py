@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from colbert_az_pylate.errors import IndexFormatError, InvalidArgumentError
 from colbert_az_pylate.retrieval.backends import BACKENDS, SEARCH_MODES
 from colbert_az_pylate.retrieval.folders import LEXICAL_MANIFEST
+from colbert_az_pylate.retrieval.hits import rerank_batch_size
 from colbert_az_pylate.retrieval.lexical import COMPANION_FOLDER, LexicalIndex
 from colbert_az_pylate.retrieval.passages import parse_passage_id
 from colbert_az_pylate.scores import rerank_scores
@@ -189,9 +190,12 @@ class HybridSearch:
 
     def encode_candidates(self, texts: list[str]) -> list:
         """Document token vectors of BM25's candidates, for the MaxSim rerank (never pooled; a server encodes them
-        in chunks behind its queries)."""
+        in chunks behind its queries); at :func:`~colbert_az_pylate.retrieval.rerank`'s batch size."""
         return self.model.encode(
-            texts, is_query=False, batch_size=self.batch_size, show_progress_bar=self._progress(len(texts))
+            texts,
+            is_query=False,
+            batch_size=rerank_batch_size(self.model),
+            show_progress_bar=self._progress(len(texts)),
         )
 
     def _maxsim_reranked(self, texts: list[str], found: list[list[dict]]) -> list[list[dict]]:

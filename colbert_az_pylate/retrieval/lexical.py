@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 
 from colbert_az_pylate.errors import ColbertAzError, IndexFormatError, InvalidArgumentError, first_line
-from colbert_az_pylate.files import atomic_path, atomic_write, fsync_tree
+from colbert_az_pylate.files import atomic_path, atomic_write, replace_synced
 from colbert_az_pylate.retrieval.folders import LEXICAL_MANIFEST, acquire_writer_lock, release_writer_lock
 from colbert_az_pylate.retrieval.passages import count_entries
 
@@ -189,6 +189,7 @@ class LexicalIndex:
         self.default_mode = default_mode
         self._scorer = None
         self._ids: list[str] = []
+        self._positions: tuple[list[str] | None, dict[str, int]] = (None, {})  # self._ids' positions, for subsets
         if not override and (self.folder / LEXICAL_MANIFEST).is_file():
             self._load(model, default_mode)
         elif override and (self.folder / LEXICAL_MANIFEST).is_file():
@@ -289,7 +290,9 @@ class LexicalIndex:
         """
         mask = None
         if subset is not None and self._ids:
-            position = {entry_id: number for number, entry_id in enumerate(self._ids)}
+            if self._positions[0] is not self._ids:  # built once per scored id list (a commit or a reload)
+                self._positions = (self._ids, {entry_id: number for number, entry_id in enumerate(self._ids)})
+            position = self._positions[1]
             mask = np.zeros(len(self._ids), np.float32)
             mask[[position[e] for e in subset if e in position]] = 1.0
         return _top_k(self._scorer, self._ids, queries, k, mask)
@@ -407,9 +410,8 @@ class LexicalIndex:
             staging = self.folder / f".{scores_name}.tmp"
             shutil.rmtree(staging, ignore_errors=True)
             scorer.save(staging, show_progress=False, allow_pickle=False)
-            fsync_tree(staging)
             shutil.rmtree(self.folder / scores_name, ignore_errors=True)
-            staging.rename(self.folder / scores_name)
+            replace_synced(staging, self.folder / scores_name)
         manifest = {
             "format_version": FORMAT_VERSION,
             "generation": generation,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -44,7 +43,7 @@ from colbert_az_pylate.errors import (
     check_count,
     first_line,
 )
-from colbert_az_pylate.files import atomic_write
+from colbert_az_pylate.files import atomic_write, replace_synced
 from colbert_az_pylate.retrieval.folders import BUILDING, acquire_writer_lock, index_backend, release_writer_lock
 from colbert_az_pylate.retrieval.folders import PLAID_MANIFEST as MANIFEST
 from colbert_az_pylate.retrieval.ids import check_document_ids
@@ -431,7 +430,7 @@ def _build_in(folder, fast_plaid_search, ids, matrices, payloads_json, model, di
             if path.is_file() and path.name != _ENGINE_LOCK
         }
         (staging / BUILDING).touch()  # until the manifest names it, a killed build's leftover, not a lost index
-        os.replace(staging, final)
+        replace_synced(staging, final)
         manifest = {
             "format_version": FORMAT_VERSION,
             "generation": generation,

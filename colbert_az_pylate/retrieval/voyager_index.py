@@ -150,9 +150,9 @@ class VoyagerIndex(Writer, GraphSearch, CommittedState, StoreFiles, Base):
         self._pending = False  # an override staged in memory and in a new epoch's store files, not yet committed
         self._batch_depth = 0
         backend = index_backend(self.path)
-        if backend == "plaid":
+        if backend not in (None, "voyager"):
             raise IndexFormatError(
-                f"{self.path} holds a PLAID index, not a Voyager one; open it with PlaidIndex (Searcher finds the "
+                f"{self.path} holds a {backend} index, not a Voyager one; open it with Searcher.open (it finds the "
                 "backend itself), or choose another folder"
             )
         if read_only:

@@ -4,7 +4,8 @@ first.
 :class:`ReadWriteLock` lets any number of searches read the index together while a refresh to a new commit (or a
 write to a store that searches share) waits for them and runs alone; a waiting writer holds new readers back, so a
 stream of searches cannot starve it. :class:`PriorityLock` hands the one model to query encodings ahead of document
-encodings, and lets bulk document work step aside while searches are in flight.
+encodings, and lets bulk document work step aside while searches are in flight. :class:`TurnLock` serves rerank
+requests in arrival order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-__all__ = ["BULK", "QUERIES", "WRITES", "PriorityLock", "ReadWriteLock"]
+__all__ = ["BULK", "QUERIES", "WRITES", "LeftBeforeTurnError", "PriorityLock", "ReadWriteLock", "TurnLock"]
 
 QUERIES, WRITES, BULK = 0, 1, 2  # PriorityLock levels: query batches, document encodings of writes, bulk embeddings
 
@@ -119,3 +120,56 @@ class PriorityLock:
             with self._cond:
                 self.held = False
                 self._cond.notify_all()
+
+
+class TurnLock:
+    """A mutex handed over in arrival order (first come, first served), which a waiter may leave when ``stop`` is
+    set: what rerank requests take around their document encoding, so that under load each finishes in turn
+    instead of all of them sharing the model chunk by chunk (and some waiting for every other one).
+
+    Examples
+    --------
+    >>> turns = TurnLock()
+    >>> with turns.hold():
+    ...     turns.serving
+    1
+    >>> stop = threading.Event(); stop.set()
+    >>> with turns.hold(), turns.hold(stop):   # a waiter whose client left gives up its turn
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    colbert_az_pylate.serving.concurrency.LeftBeforeTurnError: the waiter left before its turn
+    """
+
+    POLL_S = 0.05  # how often a waiter looks at ``stop``
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self.serving = 0  # the ticket whose turn it is (tickets given up are skipped)
+        self._left: set[int] = set()
+
+    @contextlib.contextmanager
+    def hold(self, stop: threading.Event | None = None) -> Iterator[None]:
+        """Wait for this caller's turn, then hold the lock; :class:`LeftBeforeTurnError` if ``stop`` is set first."""
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self.serving != ticket:
+                if stop is not None and stop.is_set():
+                    self._left.add(ticket)
+                    raise LeftBeforeTurnError("the waiter left before its turn")
+                self._cond.wait(self.POLL_S if stop is not None else None)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.serving += 1
+                while self.serving in self._left:  # skip the tickets whose waiters left
+                    self._left.discard(self.serving)
+                    self.serving += 1
+                self._cond.notify_all()
+
+
+class LeftBeforeTurnError(Exception):
+    """A :class:`TurnLock` waiter left (its ``stop`` was set) before its turn."""

@@ -11,7 +11,6 @@ __all__ = [
     "ClientError",
     "ServeLimits",
     "check_count",
-    "check_finite",
     "check_metadata",
     "check_texts",
     "check_unicode",
@@ -113,17 +112,6 @@ def check_unicode(value: Any, where: str) -> None:
     except UnicodeEncodeError:
         raise ClientError(400, f"{where} holds a lone surrogate (\\ud800-\\udfff), which is not text") from None
     except (TypeError, ValueError, RecursionError):
-        return  # the searcher's own checks name what cannot be stored
-
-
-def check_finite(value: Any, where: str) -> None:
-    """Refuse NaN and ±Infinity (Python's JSON parser takes them): stored, they would come back as null (the
-    answers are strict JSON), the document silently changed."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise ClientError(400, f"{where} holds NaN or Infinity, which JSON cannot carry; send null or a text") from None
-    except (TypeError, RecursionError):
         return  # the searcher's own checks name what cannot be stored
 
 

@@ -3,12 +3,13 @@
 Searches run at once in a bounded pool of threads, sharing the index under a readers-writer lock whose exclusive
 side is taken only to refresh the searches' read-only view to a new commit (or, for a store the searches share, to
 write it), briefly. Query encodings are micro-batched and served ahead of document encodings, which hold the model
-about 16 queries' worth of tokens at a time.
+about 16 queries' worth of tokens at a time (short texts packed together, shortest first).
 """
 
 import asyncio
 import copy
 import logging
+import math
 import os
 import threading
 import time
@@ -21,11 +22,19 @@ from colbert_az_pylate.errors import InvalidArgumentError
 from colbert_az_pylate.retrieval.backends import BACKENDS
 from colbert_az_pylate.serving.answers import results_json
 from colbert_az_pylate.serving.batching import MicroBatcher
-from colbert_az_pylate.serving.concurrency import BULK, QUERIES, WRITES, PriorityLock, ReadWriteLock
+from colbert_az_pylate.serving.concurrency import (
+    BULK,
+    QUERIES,
+    WRITES,
+    LeftBeforeTurnError,
+    PriorityLock,
+    ReadWriteLock,
+    TurnLock,
+)
 from colbert_az_pylate.serving.limits import ClientError, ServeLimits
 from colbert_az_pylate.threads import thread_policy
 
-__all__ = ["ExclusiveWrites", "SearchService"]
+__all__ = ["ExclusiveWrites", "HeldTokenizer", "SearchService"]
 
 log = logging.getLogger("colbert_az_pylate.serve")
 
@@ -51,6 +60,7 @@ class SearchService:
         recorded = searcher.signature.name  # a local model is named by its folder's name: no server paths
         self.model_names = {recorded, Path(recorded).name}
         self.model_name = Path(recorded).name if Path(recorded).is_absolute() or Path(recorded).exists() else recorded
+        self.rerank_turns = TurnLock()  # reranks' document encodings, one request after another
         self.model_lock = PriorityLock()  # one encoding at a time (model and tokenizer are shared), queries first
         self.write_lock = threading.Lock()  # one write at a time
         self.index_lock = ReadWriteLock()  # searches share the index; a refresh (or a shared store's write) is alone
@@ -93,11 +103,14 @@ class SearchService:
         model = self.reader.model
         self.query_length = int(getattr(model, "query_length", 32) or 32)
         self.document_length = int(getattr(model, "document_length", 256) or 256)
-        # texts per model hold for documents: about 16 queries' worth of tokens (512 for colbert-az), so a query
-        # that arrives meanwhile waits for one such chunk at most
-        self.document_chunk = max(1, min(max_batch, 16) * self.query_length // self.document_length)
+        # tokens per model hold for documents: about 16 queries' worth (512 for colbert-az), so a query that
+        # arrives meanwhile waits for one such chunk at most
+        self.document_budget = min(max_batch, 16) * self.query_length
+        self.characters_per_token = characters_per_token(model)
         if self.writer is not None:
             self.writer.show_progress_bar = False
+            # long documents are split with the model's tokenizer, which the query batches use: one at a time
+            self.writer.passage_tokenizer = HeldTokenizer(model.tokenizer, lambda: self.model_lock.hold(WRITES))
             self.writer.encode_documents = self._encode_for_write  # in chunks, behind waiting queries
             if self.shared_store:  # the store's writes alone, not the encoding before them, exclude searches
                 self.writer.index_store = ExclusiveWrites(store, self.index_lock)
@@ -149,14 +162,32 @@ class SearchService:
         """``encode`` over ``texts`` one chunk per model hold, so a waiting query batch never waits for more than
         one chunk; bulk work (``level`` BULK) also steps aside while searches are in flight (1 s at most), and
         ends before its next chunk once ``stop`` is set (its client has gone)."""
-        vectors: list = []
+        vectors: list = [None] * len(texts)
         defer = (lambda: self.searches > 0) if level == BULK else None
-        for start in range(0, len(texts), self.document_chunk):
+        for chunk in self.document_chunks(texts):
             with self.model_lock.hold(level, defer=defer):
                 if stop is not None and stop.is_set():
                     raise ClientError(499, "the client disconnected; its request was dropped")
-                vectors.extend(encode(texts[start : start + self.document_chunk]))
+                for position, vector in zip(chunk, encode([texts[i] for i in chunk]), strict=True):
+                    vectors[position] = vector
         return vectors
+
+    def document_chunks(self, texts: list[str]) -> list[list[int]]:
+        """Positions of ``texts`` grouped into one chunk per model hold: shortest first, each chunk's padded size
+        (texts x its longest, in estimated tokens) within :attr:`document_budget`, a text over it alone.
+
+        Tokens are estimated from characters (:func:`estimated_tokens`; no tokenizer call outside the model's
+        hold: the tokenizer is not safe to share between threads)."""
+        ratio, length = self.characters_per_token, self.document_length
+        estimate = [estimated_tokens(text, length, ratio) for text in texts]
+        chunks: list[list[int]] = []
+        chunk: list[int] = []
+        for position in sorted(range(len(texts)), key=estimate.__getitem__):
+            if chunk and (len(chunk) + 1) * estimate[position] > self.document_budget:
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(position)
+        return [*chunks, chunk] if chunk else chunks
 
     def _encode_document_chunk(self, chunk: list[str]) -> list:
         return list(
@@ -170,17 +201,24 @@ class SearchService:
         return self._document_chunks(texts, BULK, self._encode_document_chunk, stop)
 
     def _encode_candidates(self, texts: list[str]) -> list:
-        """BM25's candidates for a ``bm25+rerank`` search: at the level of writes, ahead of bulk embeddings."""
-        return self._document_chunks(list(texts), WRITES, self._encode_document_chunk)
+        """BM25's candidates for a ``bm25+rerank`` search: at the level of writes, ahead of bulk embeddings, in
+        turn with reranks."""
+        with self.rerank_turns.hold():
+            return self._document_chunks(list(texts), WRITES, self._encode_document_chunk)
 
     def rerank_scores(self, query_vectors, texts: list[str], stop: threading.Event | None = None):
         """MaxSim of the encoded query against each of ``texts`` (``/v1/rerank``) and the documents' token count:
-        the documents encoded in chunks behind queries (at the level of writes, ahead of bulk embeddings), scored
+        the documents encoded in chunks behind queries (at the level of writes, ahead of bulk embeddings; one
+        rerank request after another, in arrival order), scored
         as :func:`~colbert_az_pylate.retrieval.rerank` scores them."""
 
         from colbert_az_pylate.scores import rerank_scores  # imports torch: not with the package
 
-        vectors = self._document_chunks(texts, WRITES, self._encode_document_chunk, stop)
+        try:
+            with self.rerank_turns.hold(stop):  # first come, first served: under load each finishes in turn
+                vectors = self._document_chunks(texts, WRITES, self._encode_document_chunk, stop)
+        except LeftBeforeTurnError:
+            raise ClientError(499, "the client disconnected; its request was dropped") from None
         _, scores = rerank_scores(query_vectors, vectors)
         return scores, sum(len(v) for v in vectors)
 
@@ -329,6 +367,25 @@ class SearchService:
         return message
 
 
+class HeldTokenizer:
+    """``tokenizer`` whose calls each take ``hold()`` first (a Hugging Face fast tokenizer used by two threads at
+    once fails with "Already borrowed"): what a server's writes split long documents with."""
+
+    def __init__(self, tokenizer, hold: Callable[[], Any]) -> None:
+        self._tokenizer, self._hold = tokenizer, hold
+
+    def __call__(self, *args, **kwargs):
+        with self._hold():
+            return self._tokenizer(*args, **kwargs)
+
+    def num_special_tokens_to_add(self, *args, **kwargs) -> int:
+        with self._hold():
+            return self._tokenizer.num_special_tokens_to_add(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
 class ExclusiveWrites:
     """A store whose writes hold the index lock alone (a store that the searches read too, such as Qdrant's)."""
 
@@ -351,3 +408,26 @@ class ExclusiveWrites:
 
     def __len__(self) -> int:
         return len(self._store)
+
+
+TOKENS_SAMPLE = (
+    "Azərbaycan Respublikasının paytaxtı Bakı şəhəridir; Şəki xan sarayı XVIII əsrdə tikilib. "
+    "İçərişəhər 2000-ci ildə UNESCO-nun siyahısına daxil edilib. The capital of Azerbaijan is Baku."
+)
+
+
+def characters_per_token(model) -> float:
+    """Characters per token of ``model``'s tokenizer on :data:`TOKENS_SAMPLE` (mixed Azerbaijani, English and
+    numbers), less a fifth so that chunks over- rather than under-estimate their tokens; 2.0 without a tokenizer.
+    Called once, before serving (a tokenizer is not safe to share between threads)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if not callable(tokenizer):
+        return 2.0
+    tokens = len(tokenizer(TOKENS_SAMPLE, add_special_tokens=False)["input_ids"])
+    return max(1.0, 0.8 * len(TOKENS_SAMPLE) / max(tokens, 1))
+
+
+def estimated_tokens(text: str, document_length: int, characters_per_token: float) -> int:
+    """The tokens ``text`` will take as a document: its characters / ``characters_per_token`` plus the three
+    special tokens, at most ``document_length`` (documents are truncated there)."""
+    return min(document_length, math.ceil(len(text) / characters_per_token) + 3)
