@@ -121,3 +121,22 @@ def test_a_missing_extra_fails_the_run_unless_skipping_is_asked_for(tmp_path):
     env["COLBERT_AZ_TESTS_ALLOW_MISSING_EXTRAS"] = "1"
     skipped = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert skipped.returncode == 0 and "skipped as COLBERT_AZ_TESTS_ALLOW_MISSING_EXTRAS asks" in skipped.stdout
+
+
+def test_no_module_over_600_lines_and_no_function_over_80_lines_of_code():
+    """The size rule of the layout: a module over 600 lines is split by concern; a function's code (its docstring
+    aside: numpydoc docstrings with runnable examples are long on purpose) stays within 80 lines."""
+    long_modules, long_functions = [], []
+    for path in _modules():
+        source = path.read_text(encoding="utf-8")
+        if source.count("\n") > 600:
+            long_modules.append(path.relative_to(PACKAGE).as_posix())
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            first = node.body[0]
+            docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            doc_lines = first.end_lineno - first.lineno + 1 if docstring and isinstance(first.value.value, str) else 0
+            if node.end_lineno - node.lineno + 1 - doc_lines > 80:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert long_modules == [] and long_functions == []

@@ -90,3 +90,36 @@ def test_the_package_imports_in_no_circle():
     assert len(graph) > 50 and sum(map(len, graph.values())) > 100  # the graph is the package's, not empty
     assert "colbert_az_pylate.encoders.export" in graph["colbert_az_pylate.loading"]  # function-level imports count
     assert circles(graph) == []
+
+
+# Layers, bottom up: a module imports only from its own layer or below (the README's architecture section).
+LAYERS = {
+    "ground": {"errors", "files", "threads", "tokenization", "scores", "signature", "console", "packaged"},
+    "models": {"reference", "conversion", "loading", "encoders", "standin", "losses"},
+    "work": {"retrieval", "evaluation", "training"},
+    "entry points": {"cli", "serving", "integrations", "__main__"},
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer number of a module of ours (0 = ground floor); the package's own ``__init__`` sits on top."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(LAYERS)
+    for number, names in enumerate(LAYERS.values()):
+        if parts[1] in names:
+            return number
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS")
+
+
+def test_lower_layers_never_import_higher_ones():
+    """Ground floor (errors, files, scores, …) → models (conversion, loading, encoders, losses) → work (retrieval,
+    evaluation, training) → entry points (cli, serving, integrations): an import goes down or sideways, never up,
+    inside functions included."""
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []

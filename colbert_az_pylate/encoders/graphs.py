@@ -212,7 +212,7 @@ def calibration_texts() -> list[str]:
     True
     """
     from colbert_az_pylate.conversion.probes import packaged_probe_texts
-    from colbert_az_pylate.retrieval.corpus import SAMPLE_QUERIES, demo_corpus_path
+    from colbert_az_pylate.packaged import SAMPLE_QUERIES, demo_corpus_path
 
     texts = [*packaged_probe_texts()[:-1], *SAMPLE_QUERIES]  # not the joined text: a query keeps 32 tokens of it
     for line in demo_corpus_path().read_text(encoding="utf-8").splitlines():

@@ -13,27 +13,19 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from colbert_az_pylate.errors import DataFormatError, InvalidArgumentError, first_line
 from colbert_az_pylate.files import looks_like_local_path
+from colbert_az_pylate.packaged import DEMO_CORPUS, SAMPLE_QUERIES, demo_corpus_path  # noqa: F401  (their old home)
 from colbert_az_pylate.retrieval.ids import check_document_ids
 
 # questions about the demo corpus: the demo's queries, also part of the int8 query graph's calibration texts
-SAMPLE_QUERIES = (
-    "Azərbaycanın paytaxtı hansı şəhərdir?",
-    "Leyli və Məcnun operasını kim yazıb?",
-    "Azərbaycanın ən yüksək dağ zirvəsi hansıdır?",
-    "Qayaüstü təsvirlər harada qorunur?",
-    "İşçiyə ildə neçə gün məzuniyyət verilir?",
-)
 
 _FILE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 # A name with one of these endings is a file the user meant, never a hub dataset id.
 _DATA_SUFFIXES = {*_FILE_FORMATS, ".ndjson", ".txt", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".arrow", ".xlsx"}
 _COLUMN_HINT = "pass id_column=/text_column= (--id-column/--text-column on the command line)"
-DEMO_CORPUS = "demo_corpus_az.jsonl"
 
 
 def check_documents(documents: Sequence[str]) -> list[str]:
@@ -221,22 +213,6 @@ def read_corpus(
         if missing:
             raise DataFormatError(f"corpus {name} has no column {missing[0]!r} (columns: {columns}); {_COLUMN_HINT}")
     return _corpus_from_records(name, records, id_column, text_column)
-
-
-def demo_corpus_path() -> Path:
-    """The small Azerbaijani corpus shipped with the package (53 passages written for the demo).
-
-    Returns
-    -------
-    Path
-        A JSONL file with ``id``, ``title`` and ``text`` fields.
-
-    Examples
-    --------
-    >>> demo_corpus_path().name
-    'demo_corpus_az.jsonl'
-    """
-    return Path(str(resources.files("colbert_az_pylate") / "data" / DEMO_CORPUS))
 
 
 def _looks_like_path(name: str) -> bool:
