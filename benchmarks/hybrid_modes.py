@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--depths", type=int, nargs="+", default=[50, 100, 200], help="bm25+rerank candidates")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 50000])
-    parser.add_argument("--late-max", type=int, default=2000, help="largest size the late index is built at")
+    parser.add_argument("--late-max", type=int, default=50000, help="largest size the late index is built at")
     parser.add_argument("--speed-queries", type=int, default=100)
     parser.add_argument("--save", type=Path, default=DEFAULT_SAVE)
     args = parser.parse_args()

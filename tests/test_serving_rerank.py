@@ -220,3 +220,39 @@ def test_the_official_cohere_clients_unmodified_parse_our_answers(keyless, keyed
     with pytest.raises(cohere.errors.UnauthorizedError) as caught:
         refused.rerank(model=model_folder.name, query=QUERY, documents=DOCUMENTS)
     assert caught.value.body == {"error": "wrong API key"}
+
+
+@pytest.mark.slow
+def test_the_official_cohere_client_reranks_through_a_real_colbert_az_serve_process(index, model_folder, expected):
+    """The whole path a user takes: `colbert-az serve INDEX` as its own process, Cohere's unmodified V2 client
+    pointed at it with ``base_url``; the scores are pylate's ``rank.rerank``'s."""
+    import os
+    import subprocess
+    import sys
+
+    cohere = require_extra("cohere", "test")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "colbert_az_pylate", "serve", str(index), "--port", str(port), "--read-only"]
+    command += ["--model", str(model_folder)]  # the index was built with a loaded model: it records no path
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = cohere.ClientV2(api_key="none", base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read().decode()
+            try:
+                answer = client.rerank(model=model_folder.name, query=QUERY, documents=DOCUMENTS)
+                break
+            except Exception:  # not listening yet (the model loads first)
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.3)
+        _assert_same_ranking([(r.index, r.relevance_score) for r in answer.results], expected)
+        with pytest.raises(cohere.errors.BadRequestError) as refused:
+            client.rerank(model=model_folder.name, query=QUERY, documents=[])
+        assert refused.value.body == {"error": "documents is empty; give at least one document"}
+    finally:
+        process.terminate()
+        process.wait(30)
