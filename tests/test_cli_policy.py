@@ -118,3 +118,24 @@ def test_json_commands_print_nothing_but_json(converted, tmp_path):
         assert done.returncode == 0, done.stderr
         assert done.stderr == ""
         json.loads(done.stdout)
+
+
+def test_without_json_progress_goes_to_stderr_and_stdout_holds_the_result_alone(converted, tmp_path):
+    """A long command shows what it does on stderr (its steps, the encoding's progress bar, even when stderr is not
+    a terminal) and prints only its result on stdout, so `colbert-az index ... > result.txt` keeps a clean file."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": f"Bakı mətn {i}"}) + "\n" for i in range(5)), encoding="utf-8"
+    )
+    model = str(converted["gemma"][0])
+    for args, result in (
+        (["index", model, str(corpus), "--index", str(tmp_path / "idx")], "indexed 5 documents into"),
+        (["encode", model, str(corpus), "--out", str(tmp_path / "enc")], "encoded 1 of 1 shards into"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "colbert_az_pylate", *args], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("\n") == 1 and done.stdout.startswith(result)
+        assert "… read 5 documents" in done.stderr and "Traceback" not in done.stderr
+        assert "\r" not in done.stdout and "it/s" not in done.stdout
