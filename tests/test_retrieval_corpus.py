@@ -158,7 +158,7 @@ def test_a_parquet_nan_is_a_missing_value_stored_as_null(tmp_path):
 
 
 def test_nan_metadata_is_refused_before_indexing(tmp_path):
-    from colbert_az_pylate.retrieval.searcher import check_metadata
+    from colbert_az_pylate.retrieval.corpus import check_metadata
 
     corpus = read_corpus(write(tmp_path, "c.jsonl", '{"id": "a", "text": "Bakı", "score": NaN}\n'))
     with pytest.raises(InvalidArgumentError, match=r"id 'a'.*NaN or infinity is not JSON \(use None"):

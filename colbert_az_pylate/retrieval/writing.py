@@ -134,6 +134,7 @@ class IndexWriting:
         >>> from colbert_az_pylate import convert, load
         >>> # build_checkpoint writes a tiny random test checkpoint (tests/); pass your model folder instead
         >>> from colbert_az_pylate.retrieval.corpus import Corpus
+        >>> from colbert_az_pylate.retrieval import Searcher
         >>> from colbert_az_pylate.retrieval.encoding import encode_corpus
         >>> folder = tempfile.mkdtemp()
         >>> _ = convert(build_checkpoint(f"{folder}/raw"), f"{folder}/model", verify=False)  # a tiny random model

@@ -130,9 +130,9 @@ class TurnLock:
     Examples
     --------
     >>> turns = TurnLock()
-    >>> with turns.hold():
+    >>> with turns.hold():                      # the first ticket (0) is served at once
     ...     turns.serving
-    1
+    0
     >>> stop = threading.Event(); stop.set()
     >>> with turns.hold(), turns.hold(stop):   # a waiter whose client left gives up its turn
     ...     pass
