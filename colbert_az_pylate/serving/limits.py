@@ -14,6 +14,7 @@ __all__ = [
     "check_metadata",
     "check_texts",
     "check_unicode",
+    "client_gone",
     "nested_deeper_than",
 ]
 
@@ -85,6 +86,11 @@ class ClientError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+
+
+def client_gone() -> ClientError:
+    """The 499 of a request whose client disconnected before its answer (the work stops; nothing is sent)."""
+    return ClientError(499, "the client disconnected; its request was dropped")
 
 
 def check_count(value: int, limit: int, what: str, flag: str) -> None:

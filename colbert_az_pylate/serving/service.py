@@ -31,7 +31,7 @@ from colbert_az_pylate.serving.concurrency import (
     ReadWriteLock,
     TurnLock,
 )
-from colbert_az_pylate.serving.limits import ClientError, ServeLimits
+from colbert_az_pylate.serving.limits import ClientError, ServeLimits, client_gone
 from colbert_az_pylate.threads import thread_policy
 
 __all__ = ["ExclusiveWrites", "HeldTokenizer", "SearchService"]
@@ -167,7 +167,7 @@ class SearchService:
         for chunk in self.document_chunks(texts):
             with self.model_lock.hold(level, defer=defer):
                 if stop is not None and stop.is_set():
-                    raise ClientError(499, "the client disconnected; its request was dropped")
+                    raise client_gone()
                 for position, vector in zip(chunk, encode([texts[i] for i in chunk]), strict=True):
                     vectors[position] = vector
         return vectors
@@ -218,7 +218,7 @@ class SearchService:
             with self.rerank_turns.hold(stop):  # first come, first served: under load each finishes in turn
                 vectors = self._document_chunks(texts, WRITES, self._encode_document_chunk, stop)
         except LeftBeforeTurnError:
-            raise ClientError(499, "the client disconnected; its request was dropped") from None
+            raise client_gone() from None
         _, scores = rerank_scores(query_vectors, vectors)
         return scores, sum(len(v) for v in vectors)
 

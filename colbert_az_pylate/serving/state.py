@@ -18,7 +18,7 @@ from colbert_az_pylate.errors import (
 )
 from colbert_az_pylate.serving.access import READ_ROUTES, WRITE_ROUTES, AllowedHosts, bearer_token, check_api_key
 from colbert_az_pylate.serving.bodies import request_bodies
-from colbert_az_pylate.serving.limits import ClientError, ServeLimits
+from colbert_az_pylate.serving.limits import ClientError, ServeLimits, client_gone
 from colbert_az_pylate.serving.service import SearchService
 
 __all__ = ["ServerState", "build_state", "disconnection"]
@@ -125,7 +125,7 @@ class ServerState:
     async def until_disconnected(self, request, work: Awaitable, stop: threading.Event | None = None) -> Any:
         """``await work``, unless the client goes first: then the work is cancelled (queued texts never reach the
         model, a queued search never starts) or, given ``stop``, told to stop at its next chunk; 499."""
-        gone = ClientError(499, "the client disconnected; its request was dropped")
+        gone = client_gone()
         if await request.is_disconnected():
             if asyncio.iscoroutine(work):
                 work.close()

@@ -3,7 +3,14 @@
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name local classes
 from typing import TYPE_CHECKING
 
-from colbert_az_pylate.serving.limits import ClientError, check_count, check_metadata, check_texts, check_unicode
+from colbert_az_pylate.serving.limits import (
+    ClientError,
+    check_count,
+    check_metadata,
+    check_texts,
+    check_unicode,
+    client_gone,
+)
 from colbert_az_pylate.serving.state import ServerState
 
 if TYPE_CHECKING:
@@ -32,7 +39,7 @@ def build_documents_router(state: ServerState) -> "APIRouter":
         check_unicode(ids, "ids")
         check_metadata(metadata, ids, limits)
         if await request.is_disconnected():
-            raise ClientError(499, "the client disconnected; its request was dropped")
+            raise client_gone()
 
         def add(writer) -> None:
             writer.add(texts, ids=ids, metadata=metadata, upsert=body.upsert)
